@@ -1,0 +1,275 @@
+"""Pipeline files: YAML, then ``${VAR}`` interpolation, then strict validation.
+
+The pipeline Struct knows nothing of plugin types: each component's
+``config:`` mapping is converted into that component's own ``Config`` Struct.
+``validate`` reports every problem at once, each with its YAML path; the
+``load`` path stops at the first, with the same wording.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgspec
+import yaml
+
+from rcingest.errors import ConfigError
+from rcingest.interfaces import ComponentConfig
+from rcingest.plugins import Kind, Registered, Registry
+from rcingest.validation import errors_for, struct_problem
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+#: Values of variables with such names are secrets: redacted from logs and never echoed.
+SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSW|CREDENTIAL|API_?KEY|AUTH", re.IGNORECASE)
+
+
+class BatchConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """How the runner groups records for the sinks."""
+
+    size: int = msgspec.field(default=500)
+    #: Seconds to wait for more records before writing a partial batch.
+    linger: float = 0.2
+    #: Bound of the queue between source and sinks, in records (backpressure).
+    queue: int = 2000
+
+
+class ComponentSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One ``source``, ``enrichers[]`` or ``sinks[]`` entry."""
+
+    type: str
+    #: A label for summaries and errors; defaults to the type name.
+    name: str | None = None
+    config: dict[str, Any] = {}
+
+
+class PipelineConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The top level of a pipeline file."""
+
+    source: ComponentSpec
+    sinks: list[ComponentSpec]
+    name: str = "pipeline"
+    #: IANA zone in which windows are read and timestamps reported.
+    timezone: str = "UTC"
+    enrichers: list[ComponentSpec] = []
+    batch: BatchConfig = msgspec.field(default_factory=BatchConfig)
+    #: Where cursors live when no sink stores them; relative to the pipeline file.
+    state_file: str | None = None
+    #: Serve mode: seconds between summary lines in the log.
+    summary_interval: float = 60.0
+
+
+@dataclass
+class Component:
+    """A component spec resolved against the registry."""
+
+    kind: Kind
+    label: str
+    path: str
+    registered: Registered
+    config: ComponentConfig
+
+
+@dataclass
+class Pipeline:
+    """A loaded, validated pipeline ready for the runner."""
+
+    path: Path
+    config: PipelineConfig
+    timezone: ZoneInfo
+    source: Component
+    enrichers: list[Component]
+    sinks: list[Component]
+    secrets: frozenset[str] = field(default_factory=frozenset)
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that keeps timestamps as strings: msgspec parses them, in the pipeline's zone."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse a YAML file; errors name the file, line and column."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such pipeline file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise ConfigError(f"{path}: invalid YAML at {where}: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+
+
+def interpolate(
+    data: Any, environ: Mapping[str, str], path: str = "$"
+) -> tuple[Any, set[str], list[str]]:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string.
+
+    Returns the new data, the secret values substituted, and the problems
+    (a missing variable, named with its YAML path; never its value).
+    """
+    secrets: set[str] = set()
+    problems: list[str] = []
+
+    def walk(node: Any, where: str) -> Any:
+        if isinstance(node, dict):
+            return {k: walk(v, f"{where}.{k}") for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v, f"{where}[{i}]") for i, v in enumerate(node)]
+        if not isinstance(node, str):
+            return node
+
+        def sub(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            value = environ.get(name)
+            if value is None or (value == "" and default is not None):
+                if default is None:
+                    problems.append(f"{where}: environment variable {name} is not set")
+                    return ""
+                value = default
+            if SECRET_NAME.search(name) and value:
+                secrets.add(value)
+            return value
+
+        return _VAR.sub(sub, node)
+
+    return walk(data, path), secrets, problems
+
+
+# Each runbook flag and the config field names it may override, in order.
+FLAG_FIELDS: dict[str, tuple[str, ...]] = {
+    "hours": ("hours",),
+    "since": ("since",),
+    "until": ("until",),
+    "repos": ("repositories",),
+    "branches": ("branches", "default_branches"),
+    "database": ("database",),
+    "artifacts_dir": ("artifacts_dir",),
+}
+# Setting one of these removes the others from the same component: they exclude each other.
+_EXCLUSIVE = {"hours": ("since", "until"), "since": ("hours",), "until": ("hours",)}
+
+
+def _entries(data: dict[str, Any]) -> list[tuple[Kind, str, dict[str, Any]]]:
+    out: list[tuple[Kind, str, dict[str, Any]]] = []
+    if isinstance(data.get("source"), dict):
+        out.append(("source", "$.source", data["source"]))
+    for kind, key in (("enricher", "enrichers"), ("sink", "sinks")):
+        items = data.get(key)
+        if isinstance(items, list):
+            for i, item in enumerate(items):
+                if isinstance(item, dict):
+                    out.append((kind, f"$.{key}[{i}]", item))  # type: ignore[arg-type]
+    return out
+
+
+def apply_overrides(
+    data: dict[str, Any], overrides: Mapping[str, Any], registry: Registry
+) -> dict[str, Any]:
+    """Apply CLI flags to every component whose Config declares the matching field."""
+    for flag, value in overrides.items():
+        if value is None:
+            continue
+        hit = False
+        for kind, _path, entry in _entries(data):
+            try:
+                registered = registry.get(kind, str(entry.get("type")))
+            except ConfigError:
+                continue
+            fields = set(registered.component.Config.__struct_fields__)
+            for name in FLAG_FIELDS[flag]:
+                if name in fields:
+                    cfg = entry.setdefault("config", {})
+                    if not isinstance(cfg, dict):
+                        break
+                    cfg[name] = value
+                    for other in _EXCLUSIVE.get(flag, ()):
+                        if other not in overrides or overrides[other] is None:
+                            cfg.pop(other, None)
+                    hit = True
+                    break
+        if not hit:
+            option = "--" + flag.replace("_", "-")
+            raise ConfigError(f"{option}: no component of this pipeline accepts it")
+    return data
+
+
+def problems(data: Any, registry: Registry) -> list[str]:
+    """Every problem of an interpolated pipeline mapping, each with its YAML path."""
+    found = errors_for(data, PipelineConfig, "$")
+    if not isinstance(data, dict):
+        return found
+    for kind, path, entry in _entries(data):
+        type_name = entry.get("type")
+        if not isinstance(type_name, str):
+            continue
+        try:
+            registered = registry.get(kind, type_name)
+        except ConfigError as exc:
+            found.append(f"{path}.type: {exc}")
+            continue
+        cfg = entry.get("config", {})
+        found.extend(errors_for(cfg, registered.component.Config, f"{path}.config"))
+    tz = data.get("timezone")
+    if isinstance(tz, str):
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            found.append(f"$.timezone: unknown IANA time zone {tz!r}")
+    return found
+
+
+def load_pipeline(
+    path: Path,
+    registry: Registry,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Pipeline:
+    """Read, interpolate, override and validate a pipeline; raise ``ConfigError`` listing every problem."""
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: $: expected a mapping at the top level")
+    data, secrets, env_problems = interpolate(raw, os.environ if environ is None else environ)
+    if env_problems:
+        raise ConfigError(f"{path}: {env_problems[0]}", [f"{path}: {p}" for p in env_problems])
+    data = apply_overrides(data, overrides or {}, registry)
+    found = problems(data, registry)
+    if found:
+        listed = [f"{path}: {p}" for p in found]
+        raise ConfigError(listed[0] if len(listed) == 1 else f"{path}: {len(listed)} problems", listed)
+    config = msgspec.convert(data, PipelineConfig)
+
+    def resolve(kind: Kind, spec: ComponentSpec, where: str) -> Component:
+        registered = registry.get(kind, spec.type)
+        try:
+            cfg = msgspec.convert(spec.config, registered.component.Config)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"{path}: {struct_problem(exc, f'{where}.config')}") from None
+        return Component(kind, spec.name or spec.type, where, registered, cfg)
+
+    return Pipeline(
+        path=path,
+        config=config,
+        timezone=ZoneInfo(config.timezone),
+        source=resolve("source", config.source, "$.source"),
+        enrichers=[resolve("enricher", e, f"$.enrichers[{i}]") for i, e in enumerate(config.enrichers)],
+        sinks=[resolve("sink", s, f"$.sinks[{i}]") for i, s in enumerate(config.sinks)],
+        secrets=frozenset(secrets),
+    )

@@ -1,0 +1,256 @@
+"""The runner: source → enrichers → sinks, streamed through a bounded queue.
+
+Guarantees (at-least-once with idempotent sinks):
+
+* every sink gets every record, in source order, in batches by size and time;
+* a checkpoint is saved and acknowledged only after *every* sink has written
+  and flushed all records before it, so a crash repeats work, never skips it;
+* a sink error fails the run naming the sink, and nothing after it is marked
+  done; a source error still stores what came before it, then fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from rcingest.config import Component, Pipeline
+from rcingest.errors import RunFailed, SinkError
+from rcingest.interfaces import Batch, Enricher, RunContext, Sink, Source, StateStore, Window
+from rcingest.records import Checkpoint, Record, record_type
+from rcingest.state import FileStateStore
+
+
+@dataclass
+class RunResult:
+    """What a run did; the CLI prints it as the summary."""
+
+    run_id: str
+    status: str
+    duration: float
+    records: dict[str, int] = field(default_factory=dict)
+    sinks: dict[str, dict[str, int]] = field(default_factory=dict)
+    checkpoints: int = 0
+    stats: dict[str, int] = field(default_factory=dict)
+    window: Window | None = None
+    error: str | None = None
+    dry_run: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "window"}
+        out["window"] = msgspec.to_builtins(self.window) if self.window else None
+        return out
+
+
+class _End:
+    """Queue sentinel: the source finished (``error`` set if it failed)."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+
+Progress = Callable[[RunResult], None]
+
+
+def state_file_for(pipeline: Pipeline) -> Path:
+    if pipeline.config.state_file:
+        return (pipeline.path.parent / pipeline.config.state_file).resolve()
+    return pipeline.path.with_name(pipeline.path.stem + ".state.json")
+
+
+class Runner:
+    """Runs one pipeline once (``run``) or until stopped (``serve``)."""
+
+    def __init__(self, pipeline: Pipeline, context: RunContext, progress: Progress | None = None):
+        self.pipeline = pipeline
+        self.context = context
+        self.progress = progress
+        self.source: Source[Any] = self._build(pipeline.source)
+        self.enrichers: list[Enricher[Any]] = [self._build(c) for c in pipeline.enrichers]
+        self.sink_labels = [c.label for c in pipeline.sinks]
+        self.sinks: list[Sink[Any]] = (
+            [] if context.dry_run else [self._build(c) for c in pipeline.sinks]
+        )
+        self.result = RunResult(context.run_id, "running", 0.0, dry_run=context.dry_run)
+        self._stopping = asyncio.Event()
+
+    def _build(self, component: Component) -> Any:
+        try:
+            return component.registered.component(component.config, self.context)
+        except Exception as exc:
+            raise RunFailed(f"{component.path} ({component.label}): cannot start: {exc}") from exc
+
+    def _state_store(self) -> tuple[StateStore, bool]:
+        """The cursor store, and whether a sink saves checkpoints itself in its transaction."""
+        for sink in self.sinks:
+            if isinstance(sink, StateStore):
+                return sink, True
+        return FileStateStore(state_file_for(self.pipeline)), False
+
+    async def stop(self) -> None:
+        """Serve mode: stop the source; the run drains what it accepted and ends."""
+        self._stopping.set()
+        await self.source.stop()
+
+    async def run(self) -> RunResult:
+        started = time.monotonic()
+        ctx = self.context
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                for label, sink in zip(self.sink_labels, self.sinks, strict=True):
+                    try:
+                        await stack.enter_async_context(sink)
+                    except Exception as exc:
+                        raise SinkError(f"sink {label!r} failed to open: {exc}") from exc
+                await stack.enter_async_context(self.source)
+                try:
+                    await self._stream()
+                    ctx.status = "interrupted" if self._stopping.is_set() and ctx.mode == "run" else "succeeded"
+                except BaseException:
+                    ctx.status = "failed"
+                    raise
+                finally:
+                    self._finish(started)
+        except SinkError as exc:
+            self.result.error = str(exc)
+            raise
+        except RunFailed as exc:
+            self.result.error = str(exc)
+            raise
+        except Exception as exc:
+            # A sink's close (the artifact write, the final commit) failed.
+            self.result.error = f"{type(exc).__name__}: {exc}"
+            ctx.status = "failed"
+            raise RunFailed(self.result.error) from exc
+        finally:
+            self._finish(started)
+        return self.result
+
+    def _finish(self, started: float) -> None:
+        self.result.status = self.context.status
+        self.result.duration = round(time.monotonic() - started, 3)
+        self.result.stats = self.context.stats.snapshot()
+        self.result.window = self.context.window
+
+    async def _stream(self) -> None:
+        batch_cfg = self.pipeline.config.batch
+        queue: asyncio.Queue[Record | Checkpoint | _End] = asyncio.Queue(maxsize=batch_cfg.queue)
+        store, sink_saves = self._state_store()
+        cursors = await store.load_cursors(self.context.source_id)
+        producer = asyncio.create_task(self._produce(queue, cursors), name="rcingest-source")
+        try:
+            await self._consume(queue, store, sink_saves)
+        finally:
+            if not producer.done():
+                producer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await producer
+
+    async def _produce(
+        self, queue: asyncio.Queue[Record | Checkpoint | _End], cursors: dict[str, Any]
+    ) -> None:
+        try:
+            async for item in self.source.records(cursors):
+                if not isinstance(item, Checkpoint):
+                    for enricher in self.enrichers:
+                        item = enricher.enrich(item)
+                await queue.put(item)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await queue.put(_End(exc))
+            return
+        await queue.put(_End())
+
+    async def _next_batch(
+        self, queue: asyncio.Queue[Record | Checkpoint | _End]
+    ) -> tuple[Batch, _End | None]:
+        cfg = self.pipeline.config.batch
+        linger = 0.0 if self.source.low_latency else cfg.linger
+        batch = Batch(records=[], checkpoints=[])
+        item = await queue.get()
+        deadline = time.monotonic() + linger
+        while True:
+            if isinstance(item, _End):
+                return batch, item
+            if isinstance(item, Checkpoint):
+                batch.checkpoints.append(item)
+            else:
+                batch.records.append(item)
+            if len(batch.records) >= cfg.size:
+                return batch, None
+            try:
+                item = queue.get_nowait()
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return batch, None
+            try:
+                item = await asyncio.wait_for(queue.get(), remaining)
+            except TimeoutError:
+                return batch, None
+
+    async def _consume(
+        self,
+        queue: asyncio.Queue[Record | Checkpoint | _End],
+        store: StateStore,
+        sink_saves: bool,
+    ) -> None:
+        while True:
+            batch, end = await self._next_batch(queue)
+            if batch.records or batch.checkpoints:
+                await self._deliver(batch, store, sink_saves)
+            if end is not None:
+                if end.error is not None:
+                    raise RunFailed(
+                        f"source {self.pipeline.source.label!r} failed: {end.error}"
+                    ) from end.error
+                return
+
+    async def _deliver(self, batch: Batch, store: StateStore, sink_saves: bool) -> None:
+        # Checkpoints may sit between records; a checkpoint covers only what
+        # precedes it, but a batch is written whole before any of its
+        # checkpoints is acknowledged, so acknowledging all of them is safe.
+        types = Counter(record_type(r) for r in batch.records)
+        # The sink that stores cursors goes last: it commits checkpoints with its
+        # rows, which must not happen before every other sink has flushed.
+        for label, sink in sorted(
+            zip(self.sink_labels, self.sinks, strict=True),
+            key=lambda pair: isinstance(pair[1], StateStore),
+        ):
+            try:
+                await sink.write(batch)
+                await sink.flush()
+            except Exception as exc:
+                raise SinkError(f"sink {label!r} failed: {type(exc).__name__}: {exc}") from exc
+            per_sink = self.result.sinks.setdefault(label, defaultdict(int))
+            for name, n in types.items():
+                per_sink[name] += n
+        if not self.context.dry_run:
+            if not sink_saves:
+                await store.save_cursors(self.context.source_id, batch.checkpoints)
+            for checkpoint in batch.checkpoints:
+                await self.source.acknowledge(checkpoint)
+        for name, n in types.items():
+            self.result.records[name] = self.result.records.get(name, 0) + n
+        self.result.checkpoints += len(batch.checkpoints)
+        if self.progress is not None:
+            self.progress(self.result)
+
+
+async def run_pipeline(
+    pipeline: Pipeline, context: RunContext, progress: Progress | None = None
+) -> RunResult:
+    """Run ``pipeline`` to the end; raise ``RunFailed`` (with ``.result``) when it fails."""
+    runner = Runner(pipeline, context, progress)
+    return await runner.run()

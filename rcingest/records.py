@@ -1,0 +1,160 @@
+"""The records that flow from sources through enrichers to sinks.
+
+These msgspec Structs are shared by every plugin: a source produces them, an
+enricher returns changed copies (``msgspec.structs.replace``), a sink stores
+them. They are the single source of truth for the shapes; ``docs/records.md``
+describes them and a test keeps that page in sync.
+
+Timestamps are timezone-aware ``datetime`` objects. Commit hashes are full
+40-character SHA-1 hex strings wherever the source could learn them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import msgspec
+
+__all__ = [
+    "Checkpoint",
+    "Commit",
+    "FileChange",
+    "PullRequest",
+    "PullRequestRef",
+    "Record",
+    "Repository",
+    "StoryKey",
+    "StoryKeyOrigin",
+    "WebhookDelivery",
+    "record_type",
+]
+
+StoryKeyOrigin = Literal["message", "branch", "pr_title", "pr_branch"]
+FileStatus = Literal["added", "removed", "modified", "renamed"]
+
+
+class StoryKey(msgspec.Struct, frozen=True):
+    """A Jira issue key and every place it was found (one key, many origins)."""
+
+    key: str
+    origins: tuple[StoryKeyOrigin, ...]
+
+
+class FileChange(msgspec.Struct, frozen=True):
+    """One file a commit touched, from Bitbucket's diffstat (first parent for merges)."""
+
+    path: str
+    status: FileStatus
+    old_path: str | None = None
+    lines_added: int = 0
+    lines_removed: int = 0
+
+
+class PullRequestRef(msgspec.Struct, frozen=True):
+    """What a commit needs to know of a pull request that contains it.
+
+    Carried on the commit so that an enricher, a pure function of one record,
+    can take story keys from the PR title and source branch.
+    """
+
+    id: int
+    title: str
+    source_branch: str
+
+
+class Repository(msgspec.Struct, tag="repository", kw_only=True):
+    """A Bitbucket repository; ``full_name`` is ``workspace/slug``."""
+
+    full_name: str
+    uuid: str | None = None
+    name: str | None = None
+    workspace: str | None = None
+    is_private: bool | None = None
+    mainbranch: str | None = None
+    language: str | None = None
+    updated_on: datetime | None = None
+
+
+class Commit(msgspec.Struct, tag="commit", kw_only=True):
+    """A commit seen on one or more branches of a repository.
+
+    ``files`` is ``None`` when the file list was not fetched (diffstat switched
+    off, or a webhook delivery not yet completed), and ``[]`` when the commit
+    really touched no file. ``truncated`` marks a commit known only from a
+    truncated push whose full range could not be fetched.
+    """
+
+    hash: str
+    repository: str
+    date: datetime
+    branches: list[str] = []
+    author_raw: str = ""
+    author_name: str | None = None
+    author_account_id: str | None = None
+    message: str = ""
+    parents: list[str] = []
+    files: list[FileChange] | None = None
+    pull_requests: list[PullRequestRef] = []
+    story_keys: list[StoryKey] = []
+
+    @property
+    def summary(self) -> str:
+        """The first line of the message."""
+        return self.message.split("\n", 1)[0].strip()
+
+
+class PullRequest(msgspec.Struct, tag="pull_request", kw_only=True):
+    """A pull request; ``id`` is unique within its repository only."""
+
+    id: int
+    repository: str
+    title: str
+    state: Literal["OPEN", "MERGED", "DECLINED", "SUPERSEDED"]
+    source_branch: str
+    destination_branch: str
+    created_on: datetime
+    updated_on: datetime
+    description: str = ""
+    author_name: str | None = None
+    author_account_id: str | None = None
+    merge_commit: str | None = None
+    commit_hashes: list[str] = []
+    story_keys: list[StoryKey] = []
+
+
+class WebhookDelivery(msgspec.Struct, tag="webhook_delivery", kw_only=True):
+    """One webhook request as received, recorded for audit and de-duplication."""
+
+    request_uuid: str
+    event: str
+    received_at: datetime
+    hook_uuid: str | None = None
+    attempt: int = 1
+    repository: str | None = None
+    outcome: str = "stored"
+    content_key: str | None = None
+
+
+Record = Repository | Commit | PullRequest | WebhookDelivery
+
+
+def record_type(record: Record) -> str:
+    """The tag of a record (``commit``, ``pull_request``...), used in summaries."""
+    tag = type(record).__struct_config__.tag
+    return str(tag)
+
+
+class Checkpoint(msgspec.Struct, frozen=True):
+    """A marker a source puts between records: everything before it is complete.
+
+    The runner passes it to every sink in the batch that holds it and, once all
+    sinks have flushed, saves ``state`` as the cursor of ``stream`` (a sink that
+    is a cursor store saves it in the same transaction as the rows) and calls
+    the source's ``acknowledge``. ``state=None`` means nothing to save, only an
+    acknowledgement to deliver (a webhook delivery waiting for its 2xx).
+    """
+
+    stream: str
+    state: dict[str, Any] | None = None
+    token: int = 0

@@ -1,0 +1,131 @@
+"""Turn a mapping plus a msgspec Struct type into every problem, each with a YAML path.
+
+msgspec stops at the first error, so the "show me everything" path validates
+against the JSON Schema that msgspec generates, with jsonschema. Messages are
+built here from the error's kind, never from the offending value, because a
+value may be a secret that came from the environment.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import jsonschema
+import msgspec
+
+_JSON_TYPES = {
+    "string": "str",
+    "integer": "int",
+    "number": "float",
+    "boolean": "bool",
+    "array": "list",
+    "object": "mapping",
+    "null": "null",
+}
+
+
+def _py_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, dict):
+        return "mapping"
+    return type(value).__name__
+
+
+def yaml_path(prefix: str, parts: Iterable[Any]) -> str:
+    out = prefix
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+@functools.cache
+def _validator(struct_type: type) -> jsonschema.Draft202012Validator:
+    schema = msgspec.json.schema(struct_type)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def _types_of(schema: dict[str, Any]) -> list[str]:
+    if "type" in schema:
+        t = schema["type"]
+        return [t] if isinstance(t, str) else list(t)
+    out: list[str] = []
+    for sub in schema.get("anyOf", []) + schema.get("oneOf", []):
+        out.extend(_types_of(sub))
+    if "$ref" in schema:
+        out.append("object")
+    if "enum" in schema:
+        out.append("one of " + ", ".join(repr(v) for v in schema["enum"]))
+    return out
+
+
+def _describe(error: jsonschema.ValidationError) -> list[tuple[list[Any], str]]:
+    where = list(error.absolute_path)
+    v = error.validator
+    if v == "additionalProperties" and isinstance(error.instance, dict):
+        known = set(error.schema.get("properties", {}))
+        return [(where + [k], "unknown field") for k in error.instance if k not in known]
+    if v == "required":
+        match = re.match(r"'([^']+)'", error.message)
+        name = match.group(1) if match else "?"
+        return [(where + [name], "missing required field")]
+    if v == "type" or v in ("anyOf", "oneOf"):
+        wanted = _types_of(error.schema)
+        names = [_JSON_TYPES.get(t, t) for t in wanted]
+        if names:
+            return [(where, f"expected {' or '.join(dict.fromkeys(names))}, got {_py_type(error.instance)}")]
+    if v in ("enum", "const"):
+        allowed = error.validator_value if v == "enum" else [error.validator_value]
+        return [(where, "expected one of " + ", ".join(repr(a) for a in allowed))]
+    simple = {
+        "minimum": "must be >= {}",
+        "maximum": "must be <= {}",
+        "exclusiveMinimum": "must be > {}",
+        "exclusiveMaximum": "must be < {}",
+        "minLength": "must have at least {} characters",
+        "maxLength": "must have at most {} characters",
+        "minItems": "must have at least {} items",
+        "maxItems": "must have at most {} items",
+        "pattern": "must match the pattern {}",
+    }
+    if v in simple:
+        return [(where, simple[str(v)].format(error.validator_value))]
+    return [(where, f"invalid ({v})")]
+
+
+def struct_problem(exc: msgspec.ValidationError, prefix: str) -> str:
+    """One msgspec error rewritten as ``$.path: message`` under ``prefix``."""
+    text = str(exc)
+    message, _, path = text.rpartition(" - at `")
+    if not message:
+        message, path = text, "$`"
+    path = path.rstrip("`")
+    full = prefix + path[1:]
+    message = message.replace("`", "")
+    unknown = re.match(r"Object contains unknown field (\S+)", message)
+    if unknown:
+        return f"{full}.{unknown.group(1)}: unknown field"
+    missing = re.match(r"Object missing required field (\S+)", message)
+    if missing:
+        return f"{full}.{missing.group(1)}: missing required field"
+    return f"{full}: {message[:1].lower()}{message[1:]}"
+
+
+def errors_for(data: Any, struct_type: type, prefix: str) -> list[str]:
+    """Every problem of ``data`` against ``struct_type``, as ``$.path: message`` lines."""
+    found: list[str] = []
+    for error in sorted(_validator(struct_type).iter_errors(data), key=lambda e: list(e.path)):
+        for where, message in _describe(error):
+            found.append(f"{yaml_path(prefix, where)}: {message}")
+    if not found:
+        # Checks the schema cannot express (cross-field rules in __post_init__).
+        try:
+            msgspec.convert(data, struct_type)
+        except msgspec.ValidationError as exc:
+            found.append(struct_problem(exc, prefix))
+    return list(dict.fromkeys(found))
