@@ -158,6 +158,14 @@ class Source(Generic[C]):
         """Everything before ``checkpoint`` is durably stored by every sink."""
         return None
 
+    async def reject(self, checkpoint: Checkpoint, error: BaseException) -> None:
+        """Serve mode: a sink failed to store the batch before ``checkpoint``.
+
+        The daemon keeps running; a webhook source answers 503 so the sender
+        retries. In run mode a sink failure ends the run instead.
+        """
+        return None
+
     async def stop(self) -> None:
         """Serve mode: stop accepting new work and end ``records`` after draining."""
         return None

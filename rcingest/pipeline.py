@@ -209,7 +209,17 @@ class Runner:
         while True:
             batch, end = await self._next_batch(queue)
             if batch.records or batch.checkpoints:
-                await self._deliver(batch, store, sink_saves)
+                try:
+                    await self._deliver(batch, store, sink_saves)
+                except SinkError as exc:
+                    if self.context.mode != "serve":
+                        raise
+                    # A daemon outlives one failed write: its senders are told
+                    # (503) and retry; nothing of the batch was acknowledged.
+                    self.context.stats.incr("pipeline.failed_batches")
+                    self.context.logger.error("%s", exc)
+                    for checkpoint in batch.checkpoints:
+                        await self.source.reject(checkpoint, exc)
             if end is not None:
                 if end.error is not None:
                     raise RunFailed(
