@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
@@ -32,11 +32,11 @@ SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSW|CREDENTIAL|API_?KEY|AUTH", re.IGNO
 class BatchConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """How the runner groups records for the sinks."""
 
-    size: int = msgspec.field(default=500)
+    size: Annotated[int, msgspec.Meta(ge=1)] = 500
     #: Seconds to wait for more records before writing a partial batch.
-    linger: float = 0.2
+    linger: Annotated[float, msgspec.Meta(ge=0)] = 0.2
     #: Bound of the queue between source and sinks, in records (backpressure).
-    queue: int = 2000
+    queue: Annotated[int, msgspec.Meta(ge=1)] = 2000
 
 
 class ComponentSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -52,7 +52,7 @@ class PipelineConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The top level of a pipeline file."""
 
     source: ComponentSpec
-    sinks: list[ComponentSpec]
+    sinks: Annotated[list[ComponentSpec], msgspec.Meta(min_length=1)]
     name: str = "pipeline"
     #: IANA zone in which windows are read and timestamps reported.
     timezone: str = "UTC"
@@ -161,6 +161,8 @@ FLAG_FIELDS: dict[str, tuple[str, ...]] = {
     "branches": ("branches", "default_branches"),
     "database": ("database",),
     "artifacts_dir": ("artifacts_dir",),
+    "host": ("host",),
+    "port": ("port",),
 }
 # Setting one of these removes the others from the same component: they exclude each other.
 _EXCLUSIVE = {"hours": ("since", "until"), "since": ("hours",), "until": ("hours",)}
@@ -242,18 +244,20 @@ def load_pipeline(
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Pipeline:
-    """Read, interpolate, override and validate a pipeline; raise ``ConfigError`` listing every problem."""
+    """Read, interpolate, override and validate a pipeline.
+
+    Raises ``ConfigError`` listing every problem found, each with its YAML path.
+    """
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: $: expected a mapping at the top level")
-    data, secrets, env_problems = interpolate(raw, os.environ if environ is None else environ)
-    if env_problems:
-        raise ConfigError(f"{path}: {env_problems[0]}", [f"{path}: {p}" for p in env_problems])
+    data, secrets, found = interpolate(raw, os.environ if environ is None else environ)
     data = apply_overrides(data, overrides or {}, registry)
-    found = problems(data, registry)
+    found += problems(data, registry)
     if found:
-        listed = [f"{path}: {p}" for p in found]
-        raise ConfigError(listed[0] if len(listed) == 1 else f"{path}: {len(listed)} problems", listed)
+        listed = [f"{path}: {p}" for p in dict.fromkeys(found)]
+        head = listed[0] if len(listed) == 1 else f"{path}: {len(listed)} problems"
+        raise ConfigError(head, listed)
     config = msgspec.convert(data, PipelineConfig)
 
     def resolve(kind: Kind, spec: ComponentSpec, where: str) -> Component:
@@ -269,7 +273,9 @@ def load_pipeline(
         config=config,
         timezone=ZoneInfo(config.timezone),
         source=resolve("source", config.source, "$.source"),
-        enrichers=[resolve("enricher", e, f"$.enrichers[{i}]") for i, e in enumerate(config.enrichers)],
+        enrichers=[
+            resolve("enricher", e, f"$.enrichers[{i}]") for i, e in enumerate(config.enrichers)
+        ],
         sinks=[resolve("sink", s, f"$.sinks[{i}]") for i, s in enumerate(config.sinks)],
         secrets=frozenset(secrets),
     )

@@ -8,7 +8,7 @@ hook under a heading that is its exact signature; a test keeps them in sync.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
 
@@ -23,19 +23,31 @@ hookimpl = pluggy.HookimplMarker("rcingest")
 
 class RegisterSource(Protocol):
     def __call__(
-        self, type_name: str, component: type[Source], *, overridable: bool = False  # type: ignore[type-arg]
+        self,
+        type_name: str,
+        component: type[Source[Any]],
+        *,
+        overridable: bool = False,
     ) -> None: ...
 
 
 class RegisterEnricher(Protocol):
     def __call__(
-        self, type_name: str, component: type[Enricher], *, overridable: bool = False  # type: ignore[type-arg]
+        self,
+        type_name: str,
+        component: type[Enricher[Any]],
+        *,
+        overridable: bool = False,
     ) -> None: ...
 
 
 class RegisterSink(Protocol):
     def __call__(
-        self, type_name: str, component: type[Sink], *, overridable: bool = False  # type: ignore[type-arg]
+        self,
+        type_name: str,
+        component: type[Sink[Any]],
+        *,
+        overridable: bool = False,
     ) -> None: ...
 
 

@@ -29,8 +29,8 @@ __all__ = [
     "RunContext",
     "Sink",
     "Source",
-    "Stats",
     "StateStore",
+    "Stats",
     "Window",
 ]
 

@@ -113,7 +113,11 @@ class Runner:
                 await stack.enter_async_context(self.source)
                 try:
                     await self._stream()
-                    ctx.status = "interrupted" if self._stopping.is_set() and ctx.mode == "run" else "succeeded"
+                    ctx.status = (
+                        "interrupted"
+                        if self._stopping.is_set() and ctx.mode == "run"
+                        else "succeeded"
+                    )
                 except BaseException:
                     ctx.status = "failed"
                     raise

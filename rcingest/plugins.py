@@ -106,7 +106,7 @@ def make_plugin_manager(
                 continue
             try:
                 plugin = ep.load()
-            except Exception as exc:  # noqa: BLE001 - any import error of a plugin stops here
+            except Exception as exc:
                 raise PluginError(
                     f"plugin {ep.name!r} from distribution {dist!r} failed to load: "
                     f"{type(exc).__name__}: {exc}; block it with {DISABLE_ENV}={dist}"
@@ -147,10 +147,22 @@ class Registry:
             if old is None:
                 self._types[kind][type_name] = new
             elif old.overridable and not overridable:
-                log.info("%s type %r of %s overridden by %s", kind, type_name, old.distribution, distribution)
+                log.info(
+                    "%s type %r of %s overridden by %s",
+                    kind,
+                    type_name,
+                    old.distribution,
+                    distribution,
+                )
                 self._types[kind][type_name] = new
             elif overridable and not old.overridable:
-                log.info("%s type %r of %s overridden by %s", kind, type_name, distribution, old.distribution)
+                log.info(
+                    "%s type %r of %s overridden by %s",
+                    kind,
+                    type_name,
+                    distribution,
+                    old.distribution,
+                )
             else:
                 raise PluginError(
                     f"{kind} type {type_name!r} is registered twice: by {old.plugin!r} "

@@ -67,20 +67,26 @@ def _types_of(schema: dict[str, Any]) -> list[str]:
 def _describe(error: jsonschema.ValidationError) -> list[tuple[list[Any], str]]:
     where = list(error.absolute_path)
     v = error.validator
+    schema: dict[str, Any] = error.schema if isinstance(error.schema, dict) else {}
     if v == "additionalProperties" and isinstance(error.instance, dict):
-        known = set(error.schema.get("properties", {}))
-        return [(where + [k], "unknown field") for k in error.instance if k not in known]
+        known = set(schema.get("properties", {}))
+        return [([*where, k], "unknown field") for k in error.instance if k not in known]
     if v == "required":
         match = re.match(r"'([^']+)'", error.message)
         name = match.group(1) if match else "?"
-        return [(where + [name], "missing required field")]
+        return [([*where, name], "missing required field")]
     if v == "type" or v in ("anyOf", "oneOf"):
-        wanted = _types_of(error.schema)
+        wanted = _types_of(schema)
         names = [_JSON_TYPES.get(t, t) for t in wanted]
         if names:
-            return [(where, f"expected {' or '.join(dict.fromkeys(names))}, got {_py_type(error.instance)}")]
+            return [
+                (
+                    where,
+                    f"expected {' or '.join(dict.fromkeys(names))}, got {_py_type(error.instance)}",
+                )
+            ]
     if v in ("enum", "const"):
-        allowed = error.validator_value if v == "enum" else [error.validator_value]
+        allowed = list(error.validator_value) if v == "enum" else [error.validator_value]
         return [(where, "expected one of " + ", ".join(repr(a) for a in allowed))]
     simple = {
         "minimum": "must be >= {}",
