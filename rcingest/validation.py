@@ -86,7 +86,8 @@ def _describe(error: jsonschema.ValidationError) -> list[tuple[list[Any], str]]:
                 )
             ]
     if v in ("enum", "const"):
-        allowed = list(error.validator_value) if v == "enum" else [error.validator_value]
+        value: Any = error.validator_value
+        allowed = list(value) if v == "enum" else [value]
         return [(where, "expected one of " + ", ".join(repr(a) for a in allowed))]
     simple = {
         "minimum": "must be >= {}",

@@ -1,0 +1,131 @@
+"""Shared fixtures. Sections are owned by area; add yours in its own section."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+import rcingest
+from rcingest.plugins import Manager, make_plugin_manager
+
+# --- core: test components and a plugin manager that includes them -----------------
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+class CounterConfig(rcingest.ComponentConfig):
+    count: int = 10
+    checkpoint_every: int = 5
+    repository: str = "acme/api"
+    fail_after: int | None = None
+
+
+class CounterSource(rcingest.Source[CounterConfig]):
+    """Emits ``count`` commits, checkpointing every ``checkpoint_every``; resumes from its cursor."""
+
+    Config = CounterConfig
+
+    async def records(
+        self, cursors: Mapping[str, dict[str, Any]]
+    ) -> AsyncIterator[rcingest.Record | rcingest.Checkpoint]:
+        start = int(cursors.get("counter", {}).get("next", 0))
+        base = datetime(2026, 11, 1, tzinfo=UTC)
+        self.context.window = rcingest.Window(base, base + timedelta(hours=4))
+        for i in range(start, self.config.count):
+            if self.config.fail_after is not None and i >= self.config.fail_after:
+                raise RuntimeError(f"source broke at {i}")
+            yield rcingest.Commit(
+                hash=f"{i:040x}",
+                repository=self.config.repository,
+                date=base + timedelta(minutes=i),
+                message=f"REL-{i + 1} change {i}",
+                branches=["main"],
+            )
+            if (i + 1) % self.config.checkpoint_every == 0:
+                yield rcingest.Checkpoint("counter", {"next": i + 1})
+        yield rcingest.Checkpoint("counter", {"next": self.config.count})
+
+
+class SuffixConfig(rcingest.ComponentConfig):
+    suffix: str = " [seen]"
+
+
+class SuffixEnricher(rcingest.Enricher[SuffixConfig]):
+    Config = SuffixConfig
+
+    def enrich(self, record: rcingest.Record) -> rcingest.Record:
+        if isinstance(record, rcingest.Commit):
+            return msgspec.structs.replace(record, message=record.message + self.config.suffix)
+        return record
+
+
+class MemoryConfig(rcingest.ComponentConfig):
+    key: str = "default"
+    fail_on_batch: int | None = None
+
+
+MEMORY: dict[str, list[Any]] = {}
+
+
+class MemorySink(rcingest.Sink[MemoryConfig]):
+    """Keeps written records in ``MEMORY[key]``; can fail on the n-th batch (1-based)."""
+
+    Config = MemoryConfig
+
+    def __init__(self, config: MemoryConfig, context: rcingest.RunContext) -> None:
+        super().__init__(config, context)
+        self.batches = 0
+        self.status_at_exit: str | None = None
+
+    async def write(self, batch: rcingest.Batch) -> None:
+        self.batches += 1
+        if self.config.fail_on_batch == self.batches:
+            raise OSError("disk full (injected)")
+        MEMORY.setdefault(self.config.key, []).extend(batch.records)
+
+    async def __aexit__(self, *exc: object) -> None:
+        MEMORY.setdefault(self.config.key + ":status", []).append(self.context.status)
+
+
+class TestComponents:
+    """A plugin object, registered in process, that adds the test types."""
+
+    @rcingest.hookimpl
+    def register_sources(self, register: Callable[..., None]) -> None:
+        register("test_counter", CounterSource)
+
+    @rcingest.hookimpl
+    def register_enrichers(self, register: Callable[..., None]) -> None:
+        register("test_suffix", SuffixEnricher)
+
+    @rcingest.hookimpl
+    def register_sinks(self, register: Callable[..., None]) -> None:
+        register("test_memory", MemorySink)
+
+
+@pytest.fixture
+def memory() -> dict[str, list[Any]]:
+    MEMORY.clear()
+    return MEMORY
+
+
+@pytest.fixture
+def manager() -> Manager:
+    """Installed plugins (built-ins and rcingest-jsonl) plus the test components."""
+    return make_plugin_manager(extra=[("test-components", TestComponents())])
+
+
+@pytest.fixture
+def write_yaml(tmp_path: Path) -> Callable[..., Path]:
+    def write(text: str, name: str = "pipeline.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+        return path
+
+    return write
