@@ -1,0 +1,380 @@
+"""The Bitbucket Cloud REST client: one aiohttp session, pagination, retries, pacing.
+
+Policy, in one place:
+
+* pagination follows the body's ``next`` URL exactly and stops when it is
+  missing or ``values`` is empty; a ``next`` on another scheme, host or port
+  than ``base_url`` is refused, so credentials only ever go to the API;
+* 429, 5xx (including diffstat's 555), connection errors and timeouts are
+  retried with ``backoff`` (exponential with jitter, or ``Retry-After`` when
+  sent), bounded by ``max_tries`` and ``max_time``; other 4xx fail at once;
+* at most ``concurrency`` requests are in flight, and a retry sleeps outside
+  its slot; a rolling-hour budget (``requests_per_hour``) paces a run that
+  would exceed it instead of letting it trip 429s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+from collections.abc import AsyncIterator, Generator, Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Annotated, Any, TypeVar
+
+import aiohttp
+import backoff
+import msgspec
+from yarl import URL
+
+from rcingest.bitbucket import api
+from rcingest.bitbucket.auth import AuthConfig, auth_header, auth_secrets
+from rcingest.bitbucket.budget import HourlyBudget
+from rcingest.bitbucket.parse import error_message
+from rcingest.errors import ConfigError, RcingestError
+from rcingest.interfaces import ComponentConfig, Stats
+
+__all__ = ["BitbucketClient", "BitbucketError", "ClientConfig", "page_size"]
+
+T = TypeVar("T")
+Params = Mapping[str, str | int | list[str]]
+log = logging.getLogger("rcingest.bitbucket")
+
+_REPO_IN_PATH = re.compile(r"/repositories/([^/?#]+/[^/?#]+)")
+_SECRET_PARAM = re.compile(r"((?:access_token|token|key|secret|password)=)[^&#]*", re.IGNORECASE)
+
+
+class ClientConfig(ComponentConfig):
+    """Settings of the REST client; a source config inherits them at its top level."""
+
+    #: The API root; change it for the fake Bitbucket or a proxy.
+    base_url: str = "https://api.bitbucket.org/2.0"
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    #: Requests in flight at most.
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=256)] = 8
+    #: Client-side budget over a rolling hour (Bitbucket: 1,000 for user tokens); 0 = none.
+    requests_per_hour: Annotated[int, msgspec.Meta(ge=0)] = 1000
+    #: Total seconds for one request (connect + read).
+    timeout: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    #: Attempts per request, the first included.
+    max_tries: Annotated[int, msgspec.Meta(ge=1)] = 8
+    #: Seconds one request may spend retrying, in all.
+    max_time: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+    #: First back-off delay in seconds; doubles per retry up to ``backoff_max``.
+    backoff_base: Annotated[float, msgspec.Meta(ge=0)] = 1.0
+    backoff_max: Annotated[float, msgspec.Meta(ge=0)] = 60.0
+
+
+class BitbucketError(RcingestError):
+    """A request failed for good; the message names the URL, status and Bitbucket's message."""
+
+    def __init__(self, message: str, *, url: str = "", status: int | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+
+
+class _Retryable(Exception):
+    """An attempt failed in a way worth retrying."""
+
+    def __init__(
+        self, url: str, status: int | None, message: str, retry_after: float | None
+    ) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
+
+
+def page_size(path: str) -> int:
+    """The largest ``pagelen`` the endpoint accepts (pull requests 50, diffstat 1000, else 100)."""
+    if "/diffstat/" in path:
+        return 1000
+    if re.search(r"/pullrequests/?$", path):
+        return 50
+    return 100
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """``Retry-After`` as seconds (delta-seconds or an HTTP date); ``None`` if absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def _wait_gen(base: float, cap: float) -> Generator[float | None, Any, None]:
+    """backoff wait generator: ``Retry-After`` when the server sent one, else exponential.
+
+    backoff sends each exception in; equal jitter keeps at least half the
+    delay so a burst of 429s does not all come back at once.
+    """
+    exc = yield None
+    n = 0
+    while True:
+        if isinstance(exc, _Retryable) and exc.retry_after is not None:
+            value = exc.retry_after
+        else:
+            step = min(cap, base * (2**n))
+            value = step / 2 + random.uniform(0, step / 2)  # noqa: S311 - jitter, not crypto
+        n += 1
+        exc = yield value
+
+
+class BitbucketClient:
+    """An async context manager holding one aiohttp ``ClientSession`` for a run."""
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        stats: Stats,
+        logger: logging.Logger | None = None,
+        *,
+        secrets: frozenset[str] = frozenset(),
+    ) -> None:
+        self.config = config
+        self.stats = stats
+        self.logger = logger or log
+        self.base = URL(config.base_url.rstrip("/"))
+        if self.base.scheme not in ("http", "https") or not self.base.host:
+            raise ConfigError(f"base_url: expected an http(s) URL, got {config.base_url!r}")
+        self._authorization = auth_header(config.auth, self.logger)
+        self._secrets = sorted(auth_secrets(config.auth) | secrets, key=len, reverse=True)
+        self._session: aiohttp.ClientSession | None = None
+        self._slots = asyncio.Semaphore(config.concurrency)
+        self.budget = HourlyBudget(config.requests_per_hour, stats=stats, logger=self.logger)
+        self._fetch = backoff.on_exception(
+            _wait_gen,  # type: ignore[arg-type]  # backoff sends exceptions in; its stub says None
+            _Retryable,
+            max_tries=config.max_tries,
+            max_time=config.max_time,
+            jitter=None,
+            on_backoff=self._on_backoff,
+            base=config.backoff_base,
+            cap=config.backoff_max,
+        )(self._attempt)
+        self._decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+    async def __aenter__(self) -> BitbucketClient:
+        headers = {"Accept": "application/json", "User-Agent": "rcingest (+bitbucket_rest)"}
+        connector = aiohttp.TCPConnector(limit=self.config.concurrency, limit_per_host=0)
+        self._session = aiohttp.ClientSession(
+            headers=headers,
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=self.config.timeout),
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the session (idempotent)."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- URLs and redaction ------------------------------------------------
+
+    def redact(self, text: str) -> str:
+        """``text`` with every credential, URL user-info and token parameter masked."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        text = re.sub(r"(https?://)[^/@\s]+@", r"\1***@", text)
+        return _SECRET_PARAM.sub(r"\1***", text)
+
+    def url_for(self, path_or_url: str, params: Params | None = None) -> URL:
+        """An absolute URL under ``base_url``; an absolute URL must share its scheme, host, port."""
+        if path_or_url.startswith(("http://", "https://")):
+            url = URL(path_or_url)
+            if (url.scheme, url.host, url.port) != (
+                self.base.scheme,
+                self.base.host,
+                self.base.port,
+            ):
+                raise BitbucketError(
+                    f"refusing to follow {self.redact(str(url.with_query(None)))}: it is not on "
+                    f"the configured API {self.base} (credentials are only sent there)",
+                    url=self.redact(str(url)),
+                )
+        else:
+            url = URL(str(self.base) + "/" + path_or_url.lstrip("/"))
+        if params:
+            query: list[tuple[str, str]] = []
+            for key, value in params.items():
+                values = value if isinstance(value, list) else [value]
+                query.extend((key, str(v)) for v in values)
+            url = url.extend_query(query)
+        return url
+
+    # -- one request -------------------------------------------------------
+
+    async def _on_backoff(self, details: Any) -> None:
+        exc = details.get("exception")
+        self.stats.incr("http.retries")
+        if isinstance(exc, _Retryable):
+            self.logger.info(
+                "retrying %s in %.2fs (try %d): %s",
+                exc.url,
+                details.get("wait") or 0.0,
+                details.get("tries", 0),
+                exc.message,
+            )
+
+    async def _attempt(self, url: URL) -> bytes:
+        if self._session is None:
+            raise RuntimeError("BitbucketClient used outside 'async with'")
+        # The budget wait happens before taking a slot: a paced request must
+        # not block the others' slots, and a retry's sleep (in backoff) is
+        # outside the slot too.
+        await self.budget.acquire()
+        headers = {"Authorization": self._authorization} if self._authorization else None
+        shown = self.redact(str(url))
+        async with self._slots:
+            self.stats.incr("http.requests")
+            try:
+                async with self._session.get(url, headers=headers, allow_redirects=False) as resp:
+                    body = await resp.read()
+                    status, reason = resp.status, resp.reason or ""
+                    retry_after = resp.headers.get("Retry-After")
+                    location = resp.headers.get("Location")
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                message = self.redact(f"{type(exc).__name__}: {exc}".rstrip(": "))
+                raise _Retryable(shown, None, message, None) from None
+        if 200 <= status < 300:
+            return body
+        if status in (301, 302, 303, 307, 308) and location:
+            # Same-origin redirects (a renamed repository) are followed; a
+            # redirect elsewhere is refused by url_for like a foreign ``next``.
+            return await self._attempt(self.url_for(str(url.join(URL(location)))))
+        message = f"{status} {reason}: {self.redact(error_message(body))}".rstrip(": ")
+        if status == 429:
+            self.stats.incr("http.rate_limited")
+            raise _Retryable(shown, status, message, retry_after_seconds(retry_after))
+        if status >= 500:
+            raise _Retryable(shown, status, message, None)
+        repo = _REPO_IN_PATH.search(url.path)
+        where = f" (repository {repo.group(1)})" if status == 404 and repo else ""
+        raise BitbucketError(f"GET {shown}: {message}{where}", url=shown, status=status)
+
+    async def get_bytes(self, path_or_url: str, params: Params | None = None) -> bytes:
+        """The body of a successful GET, after retries; ``BitbucketError`` otherwise."""
+        url = self.url_for(path_or_url, params)
+        try:
+            body: bytes = await self._fetch(url)
+        except _Retryable as exc:
+            raise BitbucketError(
+                f"GET {exc.url}: {exc.message} (gave up after at most "
+                f"{self.config.max_tries} tries / {self.config.max_time:g}s of retries)",
+                url=exc.url,
+                status=exc.status,
+            ) from None
+        return body
+
+    async def get_json(self, path_or_url: str, params: Params | None = None) -> Any:
+        """GET and decode JSON (``path`` is relative to ``base_url``)."""
+        body = await self.get_bytes(path_or_url, params)
+        try:
+            return msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            shown = self.redact(str(self.url_for(path_or_url, params)))
+            raise BitbucketError(f"GET {shown}: the response is not JSON") from None
+
+    # -- pagination --------------------------------------------------------
+
+    def _first(self, path: str, params: Params | None) -> URL:
+        merged: dict[str, str | int | list[str]] = dict(params or {})
+        merged.setdefault("pagelen", page_size(path))
+        return self.url_for(path, merged)
+
+    async def pages(
+        self, path: str, params: Params | None = None
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Each page's ``values``, following ``next`` exactly, until no ``next`` or no values."""
+        async for page in self.typed_pages(path, dict[str, Any], params):
+            yield page
+
+    async def typed_pages(
+        self, path: str, value_type: type[T], params: Params | None = None
+    ) -> AsyncIterator[list[T]]:
+        """Like ``pages`` but each value is decoded straight into ``value_type`` (fast path)."""
+        decoder = self._decoders.get(value_type)
+        if decoder is None:
+            decoder = self._decoders[value_type] = msgspec.json.Decoder(api.Page[value_type])  # type: ignore[valid-type]
+        url: str | None = str(self._first(path, params))
+        seen: set[str] = set()
+        while url is not None:
+            if url in seen:
+                raise BitbucketError(
+                    f"GET {self.redact(url)}: pagination loops back to a page already read"
+                )
+            seen.add(url)
+            body = await self.get_bytes(url)
+            try:
+                page = decoder.decode(body)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise BitbucketError(f"GET {self.redact(url)}: unexpected page: {exc}") from None
+            if not page.values:
+                return
+            yield page.values
+            url = page.next or None
+            if url is not None:
+                self.url_for(url)  # refuse a foreign ``next`` before anything else
+
+    # -- endpoints ---------------------------------------------------------
+
+    async def commit(self, repo: str, rev: str) -> dict[str, Any]:
+        """One commit by hash, short hash or ref (``/commit/{rev}`` expands 12-character hashes)."""
+        value = await self.get_json(f"/repositories/{repo}/commit/{rev}")
+        if not isinstance(value, dict):
+            raise BitbucketError(f"commit {rev} of {repo}: unexpected response")
+        return value
+
+    async def commits(
+        self, repo: str, include: list[str], exclude: list[str] | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Commits reachable from ``include``, not from ``exclude``; topologically newest first."""
+        params: dict[str, str | int | list[str]] = {"include": list(include)}
+        if exclude:
+            params["exclude"] = list(exclude)
+        async for values in self.pages(f"/repositories/{repo}/commits", params):
+            for value in values:
+                yield value
+
+    async def diffstat(self, repo: str, commit_hash: str) -> list[dict[str, Any]]:
+        """Every diffstat entry of one commit (against its first parent)."""
+        out: list[dict[str, Any]] = []
+        async for values in self.pages(f"/repositories/{repo}/diffstat/{commit_hash}"):
+            out.extend(values)
+        return out
+
+    async def pullrequest_commits(self, repo: str, pr_id: int) -> AsyncIterator[dict[str, Any]]:
+        """The commits of a pull request (opaque cursor pages); none for a 404."""
+        try:
+            async for values in self.pages(f"/repositories/{repo}/pullrequests/{pr_id}/commits"):
+                for value in values:
+                    yield value
+        except BitbucketError as exc:
+            # Bitbucket answers 404 for some pull requests without commits
+            # (DevLake ignores it too); nothing to list is the right answer.
+            if exc.status != 404:
+                raise
