@@ -75,12 +75,13 @@ class Runner:
         self.progress = progress
         self.source: Source[Any] = self._build(pipeline.source)
         self.enrichers: list[Enricher[Any]] = [self._build(c) for c in pipeline.enrichers]
-        self.sink_labels = [c.label for c in pipeline.sinks]
-        self.sinks: list[Sink[Any]] = (
-            [] if context.dry_run else [self._build(c) for c in pipeline.sinks]
-        )
+        # A dry run fetches and enriches but builds no sink: nothing can be written.
+        chosen = [] if context.dry_run else pipeline.sinks
+        self.sink_labels = [c.label for c in chosen]
+        self.sinks: list[Sink[Any]] = [self._build(c) for c in chosen]
         self.result = RunResult(context.run_id, "running", 0.0, dry_run=context.dry_run)
         self._stopping = asyncio.Event()
+        self._carry: Record | Checkpoint | _End | None = None
 
     def _build(self, component: Component) -> Any:
         try:
@@ -180,17 +181,22 @@ class Runner:
         cfg = self.pipeline.config.batch
         linger = 0.0 if self.source.low_latency else cfg.linger
         batch = Batch(records=[], checkpoints=[])
-        item = await queue.get()
+        item = self._carry if self._carry is not None else await queue.get()
+        self._carry = None
         deadline = time.monotonic() + linger
         while True:
             if isinstance(item, _End):
                 return batch, item
             if isinstance(item, Checkpoint):
                 batch.checkpoints.append(item)
+            elif len(batch.records) >= cfg.size:
+                # Full: this record opens the next batch. Checkpoints that
+                # directly follow a full batch still ride with it, so the
+                # cursor advances as far as the data written.
+                self._carry = item
+                return batch, None
             else:
                 batch.records.append(item)
-            if len(batch.records) >= cfg.size:
-                return batch, None
             try:
                 item = queue.get_nowait()
                 continue

@@ -55,10 +55,10 @@ def pipeline_schema(registry: Registry) -> dict[str, Any]:
         "minItems": 1,
         "items": _component_schema(registry, "sink", defs),
     }
+    top["title"] = "rcingest pipeline"
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
-        "title": "rcingest pipeline",
         **top,
         "$defs": dict(sorted(defs.items())),
     }

@@ -1,0 +1,52 @@
+"""The example plugin, installed as a real distribution, used from a pipeline file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from rcingest.cli import cli
+from rcingest.plugins import Registry, describe_plugins, make_plugin_manager
+
+
+def test_installed_and_listed() -> None:
+    manager = make_plugin_manager()
+    assert Registry(manager).get("sink", "jsonl").distribution == "rcingest-jsonl"
+    listed = {p["distribution"] for p in describe_plugins(manager, include_builtins=False)}
+    assert "rcingest-jsonl" in listed
+
+
+def test_replays_records_into_a_jsonl_file(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text(
+        '{"type":"repository","full_name":"acme/api"}\n'
+        '{"type":"commit","hash":"' + "a" * 40 + '","repository":"acme/api",'
+        '"date":"2026-11-20T10:00:00-07:00","message":"REL-1 fix"}\n'
+    )
+    out = tmp_path / "nested" / "out.jsonl"
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(
+        f"source: {{type: records_file, config: {{path: '{source}'}}}}\n"
+        f"sinks: [{{type: jsonl, config: {{path: '{out}', fsync: true}}}}]\n"
+    )
+    result = CliRunner().invoke(cli, ["run", str(pipeline), "-q"], obj=make_plugin_manager())
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["type"] for r in rows] == ["repository", "commit"]
+    assert rows[1]["hash"] == "a" * 40 and rows[1]["message"] == "REL-1 fix"
+
+
+def test_stdout(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"type":"repository","full_name":"acme/web"}\n')
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(
+        f"source: {{type: records_file, config: {{path: '{source}'}}}}\n"
+        "sinks: [{type: jsonl}]\n"
+    )
+    result = CliRunner().invoke(cli, ["run", str(pipeline), "-q"], obj=make_plugin_manager())
+    assert result.exit_code == 0
+    row = json.loads(result.output.strip())
+    assert row["type"] == "repository" and row["full_name"] == "acme/web"
