@@ -140,7 +140,9 @@ def test_flag_no_component_accepts_is_an_error(manager: Any, write_yaml: Any) ->
 
 
 def test_bad_flag_values_are_usage_errors(manager: Any, write_yaml: Any) -> None:
-    result = CliRunner().invoke(cli, ["run", str(write_yaml(GOOD)), "--since", "yesterday"], obj=manager)
+    result = CliRunner().invoke(
+        cli, ["run", str(write_yaml(GOOD)), "--since", "yesterday"], obj=manager
+    )
     assert result.exit_code == 2
     assert "not an ISO 8601 date" in result.output
     result = CliRunner().invoke(cli, ["run"], obj=manager)

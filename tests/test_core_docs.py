@@ -24,7 +24,12 @@ HOOKS = sorted(
 
 
 def test_there_are_four_hooks() -> None:
-    assert HOOKS == ["register_commands", "register_enrichers", "register_sinks", "register_sources"]
+    assert HOOKS == [
+        "register_commands",
+        "register_enrichers",
+        "register_sinks",
+        "register_sources",
+    ]
 
 
 @pytest.mark.parametrize("hook", HOOKS)
@@ -66,8 +71,16 @@ def _documented_fields(doc: str, title: str) -> list[str]:
 
 @pytest.mark.parametrize(
     "struct",
-    ["Repository", "Commit", "FileChange", "PullRequestRef", "PullRequest", "StoryKey",
-     "WebhookDelivery", "Checkpoint"],
+    [
+        "Repository",
+        "Commit",
+        "FileChange",
+        "PullRequestRef",
+        "PullRequest",
+        "StoryKey",
+        "WebhookDelivery",
+        "Checkpoint",
+    ],
 )
 def test_records_doc_lists_every_field(struct: str) -> None:
     from rcingest import records

@@ -21,7 +21,15 @@ def _plugin(**hooks: Any) -> object:
     """A plugin object with the given hook implementations."""
     ns = type("P", (), {})
     for name, fn in hooks.items():
-        setattr(ns, name, staticmethod(rcingest.hookimpl(**fn[1])(fn[0]) if isinstance(fn, tuple) else rcingest.hookimpl(fn)))
+        setattr(
+            ns,
+            name,
+            staticmethod(
+                rcingest.hookimpl(**fn[1])(fn[0])
+                if isinstance(fn, tuple)
+                else rcingest.hookimpl(fn)
+            ),
+        )
     return ns()
 
 
@@ -29,7 +37,9 @@ def test_hook_register_sources() -> None:
     def register_sources(register: Any) -> None:
         register("mine", CounterSource)
 
-    manager = make_plugin_manager(load_entrypoints=False, extra=[("p", _plugin(register_sources=register_sources))])
+    manager = make_plugin_manager(
+        load_entrypoints=False, extra=[("p", _plugin(register_sources=register_sources))]
+    )
     assert Registry(manager).get("source", "mine").component is CounterSource
 
 
@@ -37,7 +47,9 @@ def test_hook_register_enrichers() -> None:
     def register_enrichers(register: Any) -> None:
         register("mine", SuffixEnricher)
 
-    manager = make_plugin_manager(load_entrypoints=False, extra=[("p", _plugin(register_enrichers=register_enrichers))])
+    manager = make_plugin_manager(
+        load_entrypoints=False, extra=[("p", _plugin(register_enrichers=register_enrichers))]
+    )
     assert Registry(manager).get("enricher", "mine").component is SuffixEnricher
 
 
@@ -45,7 +57,9 @@ def test_hook_register_sinks() -> None:
     def register_sinks(register: Any) -> None:
         register("mine", MemorySink)
 
-    manager = make_plugin_manager(load_entrypoints=False, extra=[("p", _plugin(register_sinks=register_sinks))])
+    manager = make_plugin_manager(
+        load_entrypoints=False, extra=[("p", _plugin(register_sinks=register_sinks))]
+    )
     assert Registry(manager).get("sink", "mine").component is MemorySink
 
 
@@ -104,7 +118,9 @@ def test_blocking_a_distribution(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "records_file" in registry.types("source")
 
 
-def test_a_plugin_that_fails_to_import_names_its_distribution(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_plugin_that_fails_to_import_names_its_distribution(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     broken = metadata.EntryPoint(name="broken", value="rcingest_no_such_module", group="rcingest")
     real = metadata.entry_points
 

@@ -43,8 +43,7 @@ def test_stdout(tmp_path: Path) -> None:
     source.write_text('{"type":"repository","full_name":"acme/web"}\n')
     pipeline = tmp_path / "p.yaml"
     pipeline.write_text(
-        f"source: {{type: records_file, config: {{path: '{source}'}}}}\n"
-        "sinks: [{type: jsonl}]\n"
+        f"source: {{type: records_file, config: {{path: '{source}'}}}}\nsinks: [{{type: jsonl}}]\n"
     )
     result = CliRunner().invoke(cli, ["run", str(pipeline), "-q"], obj=make_plugin_manager())
     assert result.exit_code == 0
