@@ -27,7 +27,7 @@ class CounterConfig(rcingest.ComponentConfig):
 
 
 class CounterSource(rcingest.Source[CounterConfig]):
-    """Emits ``count`` commits, checkpointing every ``checkpoint_every``; resumes from its cursor."""
+    """Emits ``count`` commits, checkpointing every ``checkpoint_every``; resumes."""
 
     Config = CounterConfig
 

@@ -47,7 +47,7 @@ def test_hook_has_a_test(hook: str) -> None:
 
 def test_committed_schemas_are_generated() -> None:
     registry = Registry(make_plugin_manager(only_builtins=True))
-    for name, (content, paths) in generated_schemas(registry).items():
+    for content, paths in generated_schemas(registry).values():
         for path in paths:
             committed = (ROOT / path).read_text()
             assert committed == dumps(content), f"{path} is stale: run `rcingest schema --write`"

@@ -215,8 +215,9 @@ async def test_serve_mode_rejects_a_failed_batch_and_keeps_running(
 def test_records_file_replays_jsonl_output(manager: Any, memory: Any, tmp_path: Path) -> None:
     CliRunner().invoke(cli, ["run", str(_pipeline(tmp_path, 7))], obj=manager)
     replay = tmp_path / "replay.yaml"
+    records = tmp_path / "out" / "records.jsonl"
     replay.write_text(
-        f"source: {{type: records_file, config: {{path: '{tmp_path / 'out' / 'records.jsonl'}'}}}}\n"
+        f"source: {{type: records_file, config: {{path: '{records}'}}}}\n"
         "sinks: [{type: test_memory, config: {key: replayed}}]\n"
     )
     result = CliRunner().invoke(cli, ["run", str(replay)], obj=manager)
