@@ -8,6 +8,7 @@ the same path a third party uses. ``Registry`` is the only place that calls
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -28,6 +29,7 @@ DISABLE_ENV = "RCINGEST_DISABLE_PLUGINS"
 TRACE_ENV = "RCINGEST_TRACE_PLUGINS"
 Kind = Literal["source", "enricher", "sink"]
 KINDS: tuple[Kind, ...] = ("source", "enricher", "sink")
+_HOOK_NAMES = ("register_sources", "register_enrichers", "register_sinks", "register_commands")
 
 
 @dataclass
@@ -120,6 +122,13 @@ def make_plugin_manager(
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise PluginError(f"a plugin implements an unknown hook: {exc}") from exc
+    for caller in (getattr(pm.hook, name) for name in _HOOK_NAMES):
+        for impl in caller.get_hookimpls():
+            if inspect.iscoroutinefunction(impl.function):
+                # pluggy would hand back an un-awaited coroutine: nothing would register.
+                raise PluginError(
+                    f"plugin {impl.plugin_name!r}: hook {caller.name} must not be 'async def'"
+                )
     if os.environ.get(TRACE_ENV):
         pm.trace.root.setwriter(lambda msg: log.warning("%s", msg.rstrip()))
         pm.enable_tracing()

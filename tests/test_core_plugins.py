@@ -187,3 +187,13 @@ def test_unknown_type_lists_installed_and_hints_install() -> None:
     empty = Registry(make_plugin_manager(load_entrypoints=False))
     with pytest.raises(Exception, match=r"installed types: \[\]; is rcingest installed"):
         empty.get("source", "bitbucket_rest")
+
+
+def test_async_hook_implementations_are_refused() -> None:
+    class Async:
+        @rcingest.hookimpl
+        async def register_sinks(self, register: Any) -> None:
+            register("never", MemorySink)
+
+    with pytest.raises(PluginError, match="must not be 'async def'"):
+        make_plugin_manager(load_entrypoints=False, extra=[("async-plugin", Async())])
