@@ -111,7 +111,8 @@ def make_plugin_manager(
             except Exception as exc:
                 raise PluginError(
                     f"plugin {ep.name!r} from distribution {dist!r} failed to load: "
-                    f"{type(exc).__name__}: {exc}; block it with {DISABLE_ENV}={dist}"
+                    f"{type(exc).__name__}: {exc}; block it with {DISABLE_ENV}={ep.name} "
+                    f"(or {DISABLE_ENV}={dist} for the whole distribution)"
                 ) from exc
             pm.register(plugin, name=ep.name)
             manager.info[ep.name] = PluginInfo(ep.name, dist, version, ep.value)

@@ -133,7 +133,7 @@ def test_a_plugin_that_fails_to_import_names_its_distribution(
         make_plugin_manager()
     message = str(info.value)
     assert "'broken'" in message and "failed to load" in message
-    assert "RCINGEST_DISABLE_PLUGINS=" in message
+    assert "RCINGEST_DISABLE_PLUGINS=broken" in message
     monkeypatch.setenv("RCINGEST_DISABLE_PLUGINS", "broken")
     make_plugin_manager()  # blocked by entry-point name: loads fine
 
