@@ -1,0 +1,219 @@
+"""The ``bitbucket_webhook`` source: Bitbucket Cloud webhook deliveries as records.
+
+Started by ``rcingest serve``: ``__aenter__`` binds the aiohttp site,
+``records()`` yields what the HTTP handlers (and the backfill worker) hand
+over, each delivery followed by a ``Checkpoint(stream="webhook")``; the
+runner writes the batch to every sink and then acknowledges, and only then
+does the handler answer 2xx. ``docs/webhooks.md`` describes the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+from aiohttp import web
+
+from rcingest.bitbucket.auth import auth_header, auth_secrets
+from rcingest.bitbucket.client import ClientConfig
+from rcingest.hookspecs import RegisterSource, hookimpl
+from rcingest.interfaces import RunContext, Source
+from rcingest.records import Checkpoint, Record, record_type
+from rcingest.webhooks.app import (
+    BackfillSettings,
+    Receiver,
+    ReceiverSettings,
+    create_app,
+    stop_backfill,
+)
+from rcingest.webhooks.backfill import BackfillStore
+from rcingest.webhooks.intake import STREAMS, Intake
+from rcingest.webhooks.metrics import WebhookMetrics
+
+__all__ = ["BitbucketWebhookSource", "WebhookConfig"]
+
+
+class WebhookConfig(ClientConfig):
+    """Settings of the webhook daemon; the REST client settings are for backfill."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
+    path: str = "/webhooks/bitbucket"
+    #: The hook's secret (``${BITBUCKET_WEBHOOK_SECRET}``); ``X-Hub-Signature`` is verified.
+    secret: str | None = None
+    #: Also accept the runbook's ``X-Webhook-Secret: <secret>`` header.
+    accept_secret_header: bool = False
+    #: Run without a secret (every delivery accepted); must be said explicitly.
+    insecure: bool = False
+    #: Bitbucket's own payload limit is 256 KB; larger bodies get 413.
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 262_144
+    #: Seconds a delivery waits for the database before 503 (Bitbucket times out at 10).
+    ack_timeout: Annotated[float, msgspec.Meta(gt=0, le=60)] = 9.0
+    #: Seconds ``stop`` waits for in-flight requests and the HTTP server to finish.
+    shutdown_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    #: Complete truncated pushes and fetch PR commits through the REST client
+    #: (only when ``auth`` holds credentials).
+    backfill: bool = True
+    #: SQLite file of the durable backfill queue (relative to the working directory).
+    backfill_queue: str = "data/bitbucket/webhook-backfill.db"
+    #: ``FULL`` survives power loss; ``NORMAL`` (WAL) survives a killed process.
+    backfill_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    #: Commits one backfill job lists at most (a created branch has no lower bound).
+    backfill_max_commits: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    backfill_max_attempts: Annotated[int, msgspec.Meta(ge=1)] = 8
+
+    def __post_init__(self) -> None:
+        if self.secret == "":
+            # ``${BITBUCKET_WEBHOOK_SECRET:-}`` left empty means no secret.
+            self.secret = None
+        if self.secret is None and not self.insecure:
+            raise ValueError(
+                "no webhook secret: set `secret` (e.g. ${BITBUCKET_WEBHOOK_SECRET}) "
+                "or `insecure: true` to accept unsigned deliveries"
+            )
+        if self.secret is not None and len(self.secret) > 128:
+            raise ValueError("`secret` is longer than Bitbucket's 128 characters")
+        if not self.path.startswith("/"):
+            raise ValueError(f"`path` must start with '/', got {self.path!r}")
+
+
+class BitbucketWebhookSource(Source[WebhookConfig]):
+    """Serves Bitbucket webhooks; yields each delivery's records once they may be stored."""
+
+    Config = WebhookConfig
+    low_latency = True
+
+    def __init__(self, config: WebhookConfig, context: RunContext) -> None:
+        super().__init__(config, context)
+        self.intake = Intake()
+        self.metrics = WebhookMetrics()
+        secrets = set(context.secrets) | set(auth_secrets(config.auth))
+        if config.secret:
+            secrets.add(config.secret)
+        self._secrets = sorted(secrets, key=len, reverse=True)
+        self.receiver = Receiver(
+            settings=ReceiverSettings(
+                path=config.path,
+                secret=config.secret,
+                accept_secret_header=config.accept_secret_header,
+                max_body_bytes=config.max_body_bytes,
+                ack_timeout=config.ack_timeout,
+            ),
+            intake=self.intake,
+            metrics=self.metrics,
+            stats=context.stats,
+            logger=context.logger.getChild("webhooks"),
+            redact=self._redact,
+        )
+        self.backfill_enabled = config.backfill and auth_header(config.auth) is not None
+        self.app: web.Application | None = None
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self.bound_port: int | None = None
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    async def __aenter__(self) -> BitbucketWebhookSource:
+        cfg, log = self.config, self.receiver.logger
+        backfill = None
+        if self.backfill_enabled:
+            backfill = BackfillSettings(
+                client=msgspec.convert(
+                    {f: getattr(cfg, f) for f in ClientConfig.__struct_fields__},
+                    ClientConfig,
+                    from_attributes=True,
+                ),
+                store=BackfillStore(Path(cfg.backfill_queue), cfg.backfill_synchronous),
+                max_commits=cfg.backfill_max_commits,
+                max_attempts=cfg.backfill_max_attempts,
+                secrets=frozenset(self._secrets),
+            )
+        elif cfg.backfill:
+            log.warning(
+                "backfill is off: no REST credentials in `auth`; truncated pushes are stored "
+                "with the payload's commits only and pull requests without their commits"
+            )
+        if cfg.secret is None:
+            log.warning(
+                "insecure: true: accepting UNSIGNED webhook deliveries on %s:%d", cfg.host, cfg.port
+            )
+        self.app = create_app(self.receiver, backfill)
+        self._runner = web.AppRunner(
+            self.app, handle_signals=False, access_log=None, shutdown_timeout=cfg.shutdown_timeout
+        )
+        await self._runner.setup()
+        self._site = web.TCPSite(self._runner, cfg.host, cfg.port, reuse_address=True)
+        try:
+            await self._site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise OSError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}") from None
+        addresses = self._runner.addresses
+        self.bound_port = int(addresses[0][1]) if addresses else cfg.port
+        self.context.source_info = {
+            "type": "bitbucket_webhook",
+            "host": cfg.host,
+            "port": self.bound_port,
+            "path": cfg.path,
+            "backfill": self.backfill_enabled,
+        }
+        log.info("listening on http://%s:%d%s", cfg.host, self.bound_port, cfg.path)
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self.intake.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def records(
+        self, cursors: Mapping[str, dict[str, Any]]
+    ) -> AsyncIterator[Record | Checkpoint]:
+        """Deliveries' records, each delivery followed by its checkpoint, until stopped."""
+        async for item in self.intake.items():
+            yield item
+
+    async def acknowledge(self, checkpoint: Checkpoint) -> None:
+        """The delivery behind ``checkpoint`` is committed: release its 2xx."""
+        if checkpoint.stream not in STREAMS:
+            return
+        sub = self.intake.acknowledge(checkpoint.token)
+        if sub is None:
+            return
+        self.metrics.write_latency.observe(time.monotonic() - sub.submitted)
+        for name, n in Counter(record_type(r) for r in sub.records).items():
+            self.metrics.records_written.labels(name).inc(n)
+
+    async def reject(self, checkpoint: Checkpoint, error: BaseException) -> None:
+        """A sink failed on the batch: the delivery's sender gets 503 and retries."""
+        if checkpoint.stream in STREAMS:
+            self.intake.reject(checkpoint.token)
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests hand over, then end ``records`` after draining."""
+        if self.intake.closed:
+            return
+        if self._site is not None:
+            await self._site.stop()  # no new connections
+            self._site = None
+        await stop_backfill(self.receiver)
+        # Requests already being read get to hand their records over.
+        if self.receiver.entering:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.receiver.idle.wait(), self.config.shutdown_timeout)
+        self.intake.close()
+
+
+@hookimpl
+def register_sources(register: RegisterSource) -> None:
+    """Register the ``bitbucket_webhook`` source."""
+    register("bitbucket_webhook", BitbucketWebhookSource)

@@ -1,0 +1,320 @@
+"""The aiohttp.web application of the webhook daemon: thin I/O around the sans-I/O core.
+
+``create_app`` is the factory: typed ``AppKey`` state, a cleanup context that
+owns the backfill store, the REST client and the backfill worker, and the
+routes ``POST <path>``, ``GET /healthz``, ``GET /readyz`` and ``GET /metrics``.
+The handler streams the body under a cap, runs :func:`receive` (size,
+signature, decoding), records backfill jobs durably, hands the records to
+the pipeline and answers 2xx only once the pipeline acknowledged them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from rcingest.bitbucket.client import BitbucketClient, ClientConfig
+from rcingest.interfaces import Stats
+from rcingest.records import Record
+from rcingest.webhooks.backfill import BackfillStore, BackfillWorker, fetch_job
+from rcingest.webhooks.intake import PROBE_STREAM, Closed, Intake, RecentDeliveries
+from rcingest.webhooks.metrics import CONTENT_TYPE_LATEST, WebhookMetrics
+from rcingest.webhooks.receive import Verdict, receive, too_large
+
+__all__ = ["BACKFILL", "RECEIVER", "BackfillSettings", "Receiver", "ReceiverSettings", "create_app"]
+
+log = logging.getLogger("rcingest.webhooks")
+_json = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True)
+class ReceiverSettings:
+    """What the handler needs to know (from the source's Config)."""
+
+    path: str = "/webhooks/bitbucket"
+    secret: str | None = None
+    accept_secret_header: bool = False
+    max_body_bytes: int = 262_144
+    #: Seconds a delivery waits for the database before 503 (Bitbucket gives 10).
+    ack_timeout: float = 9.0
+    #: Seconds /readyz waits for its probe to come back through the pipeline.
+    ready_timeout: float = 2.0
+
+
+@dataclass(frozen=True)
+class BackfillSettings:
+    """How the backfill worker reaches Bitbucket and where it keeps its queue."""
+
+    client: ClientConfig
+    store: BackfillStore
+    max_commits: int = 1000
+    max_attempts: int = 8
+    poll_interval: float = 5.0
+    secrets: frozenset[str] = frozenset()
+
+
+@dataclass
+class Receiver:
+    """The daemon's shared state: settings, the intake, metrics and counters."""
+
+    settings: ReceiverSettings
+    intake: Intake
+    metrics: WebhookMetrics
+    stats: Stats
+    logger: logging.Logger = log
+    redact: Callable[[str], str] = lambda s: s
+    recent: RecentDeliveries = field(default_factory=RecentDeliveries)
+    backfill: BackfillWorker | None = None
+    backfill_task: asyncio.Task[None] | None = None
+    #: Handlers between "accepted the request" and "handed over or answered".
+    entering: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    _probe: asyncio.Future[bool] | None = None
+    _probe_at: float = 0.0
+    _probe_ok: bool = False
+
+    async def deliver(self, records: list[Record]) -> bool:
+        """Hand ``records`` to the pipeline and wait until committed (False when not)."""
+        try:
+            sub = self.intake.submit(records)
+        except Closed:
+            return False
+        return await sub.future
+
+    async def ready(self) -> tuple[bool, str]:
+        """Readiness: a probe checkpoint was committed by the sinks and came back.
+
+        The probe carries a state, so the cursor-storing sink (the database)
+        saves it as the ``webhook.readyz`` cursor in a real transaction: the
+        answer means "the database is reachable and writable right now".
+        """
+        if self.intake.closed:
+            return False, "stopping"
+        if not self.intake.consuming:
+            return False, "the pipeline is not consuming deliveries"
+        now = time.monotonic()
+        if self._probe is None and now - self._probe_at > 1.0:
+            # One probe at a time, its answer reused for a second: a load
+            # balancer polling hard must not turn into a write storm.
+            self._probe = asyncio.ensure_future(self._run_probe())
+        if self._probe is not None:
+            await asyncio.shield(self._probe)
+        return (True, "ready") if self._probe_ok else (False, "the database did not commit a probe")
+
+    async def _run_probe(self) -> bool:
+        try:
+            state = {"probed_at": datetime.now(UTC).isoformat()}
+            sub = self.intake.submit([], stream=PROBE_STREAM, state=state)
+            ok = await asyncio.wait_for(asyncio.shield(sub.future), self.settings.ready_timeout)
+        except (Closed, TimeoutError):
+            ok = False
+        self._probe_ok, self._probe_at, self._probe = ok, time.monotonic(), None
+        return ok
+
+
+RECEIVER = web.AppKey("receiver", Receiver)
+BACKFILL: web.AppKey[BackfillSettings | None] = web.AppKey("backfill")
+
+
+def _answer(status: int, reason: str, **extra: Any) -> web.Response:
+    return web.Response(
+        status=status,
+        body=_json.encode({"status": status, "reason": reason, **extra}),
+        content_type="application/json",
+    )
+
+
+async def _read_capped(request: web.Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it grows past ``limit`` (never buffered whole)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _refuse(r: Receiver, verdict: Verdict) -> web.Response:
+    r.metrics.delivery(verdict.event or "", verdict.outcome)
+    r.stats.incr(f"webhook.{verdict.outcome}")
+    if verdict.outcome == "bad_signature":
+        r.metrics.signature_failures.inc()
+    if verdict.status >= 400:
+        r.logger.warning("webhook refused with %d: %s", verdict.status, verdict.reason)
+    resp = _answer(verdict.status, verdict.reason)
+    if verdict.outcome == "too_large":
+        # The rest of the body is not read; the connection cannot be reused.
+        resp.force_close()
+    return resp
+
+
+async def handle_delivery(request: web.Request) -> web.Response:
+    """``POST <path>``: verify, decode, store durably, then answer."""
+    r = request.app[RECEIVER]
+    s = r.settings
+    r.entering += 1
+    r.idle.clear()
+    try:
+        if r.intake.closed:
+            r.stats.incr("webhook.unavailable")
+            return _answer(503, "stopping; retry")
+        early = too_large(request.content_length, s.max_body_bytes)
+        if early is not None:
+            return _refuse(r, early)
+        body = await _read_capped(request, s.max_body_bytes)
+        if body is None:
+            return _refuse(r, Verdict(status=413, reason="body too large", outcome="too_large"))
+        verdict = receive(
+            request.headers,
+            body,
+            secret=s.secret,
+            accept_secret_header=s.accept_secret_header,
+            max_body_bytes=s.max_body_bytes,
+            received_at=datetime.now(UTC),
+        )
+        decoded = verdict.decoded
+        if decoded is None:
+            return _refuse(r, verdict)
+        delivery = decoded.delivery
+        r.stats.incr("webhook.deliveries")
+        repeat = delivery.request_uuid in r.recent
+        records: list[Record]
+        if repeat:
+            # Already committed: only the delivery row is touched (last_seen_at).
+            records = [delivery]
+        else:
+            if decoded.truncated:
+                r.stats.incr("webhook.truncated", decoded.truncated)
+            if decoded.jobs and r.backfill is not None:
+                try:
+                    await r.backfill.store.add(decoded.jobs)
+                except Exception as exc:
+                    r.logger.error("backfill queue write failed: %s", r.redact(str(exc)))
+                    r.metrics.delivery(delivery.event, "unavailable")
+                    return _answer(503, "could not record follow-up work; retry")
+            elif decoded.truncated:
+                # No credentials: the payload's 5 commits are all we will know.
+                delivery.outcome = "truncated"
+                r.stats.incr("webhook.truncated_unfilled", decoded.truncated)
+            records = [*decoded.records, delivery]
+        try:
+            sub = r.intake.submit(records)
+        except Closed as exc:
+            r.metrics.delivery(delivery.event, "unavailable")
+            return _answer(503, f"{exc}; retry")
+    finally:
+        r.entering -= 1
+        if not r.entering:
+            r.idle.set()
+    try:
+        ok = await asyncio.wait_for(asyncio.shield(sub.future), s.ack_timeout)
+    except TimeoutError:
+        r.intake.forget(sub)
+        ok = False
+    if not ok:
+        r.metrics.delivery(delivery.event, "unavailable")
+        r.stats.incr("webhook.rejected")
+        return _answer(503, "not stored; retry", request_uuid=delivery.request_uuid)
+    r.recent.add(delivery.request_uuid)
+    outcome = "duplicate" if repeat else "stored"
+    r.metrics.delivery(delivery.event, outcome)
+    r.stats.incr(f"webhook.{outcome}")
+    if not repeat and decoded.jobs and r.backfill is not None:
+        r.backfill.wake()
+    return _answer(200, outcome, request_uuid=delivery.request_uuid)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Alive: the event loop answers."""
+    return _answer(200, "alive")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready: accepting, and the pipeline commits (an empty probe round trip)."""
+    ok, reason = await request.app[RECEIVER].ready()
+    return _answer(200 if ok else 503, reason)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format."""
+    r = request.app[RECEIVER]
+    if r.backfill is not None:
+        with contextlib.suppress(Exception):
+            r.metrics.backfill_pending.set((await r.backfill.store.counts()).get("pending", 0))
+    resp = web.Response(body=r.metrics.render())
+    resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    return resp
+
+
+async def _backfill_context(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: the backfill store, the REST client and the worker task."""
+    settings = app[BACKFILL]
+    r = app[RECEIVER]
+    if settings is None:
+        yield
+        return
+    await settings.store.open()
+    try:
+        async with BitbucketClient(
+            settings.client, r.stats, r.logger, secrets=settings.secrets
+        ) as client:
+
+            async def fetch(job: Any) -> list[Record]:
+                r.metrics.backfill_requests.labels(job.kind, "started").inc()
+                return await fetch_job(client, job, settings.max_commits)
+
+            def observe(kind: str, outcome: str) -> None:
+                r.metrics.backfill_requests.labels(kind, outcome).inc()
+                r.stats.incr(f"webhook.backfill.{outcome}")
+
+            r.backfill = BackfillWorker(
+                settings.store,
+                fetch,
+                r.deliver,
+                max_attempts=settings.max_attempts,
+                poll_interval=settings.poll_interval,
+                observe=observe,
+                logger=r.logger,
+                redact=client.redact,
+            )
+            r.backfill_task = asyncio.create_task(r.backfill.run(), name="rcingest-backfill")
+            try:
+                yield
+            finally:
+                await stop_backfill(r)
+    finally:
+        await settings.store.close()
+
+
+async def stop_backfill(r: Receiver) -> None:
+    """Cancel the worker; its current job stays pending in the durable queue."""
+    task, r.backfill_task = r.backfill_task, None
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def create_app(receiver: Receiver, backfill: BackfillSettings | None = None) -> web.Application:
+    """The daemon's application; run it with ``web.AppRunner`` (the source does)."""
+    app = web.Application()
+    app[RECEIVER] = receiver
+    app[BACKFILL] = backfill
+    receiver.metrics.track_queue(lambda: receiver.intake.depth)
+    app.cleanup_ctx.append(_backfill_context)
+    app.router.add_post(receiver.settings.path, handle_delivery)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app

@@ -1,0 +1,288 @@
+"""Durable backfill: network work a delivery leaves behind, done after its 2xx.
+
+A truncated push (Bitbucket lists at most 5 commits per change) and a pull
+request (whose payload has no commit list) need REST calls. Those must not
+hold the acknowledgement hostage, so the handler records a job here, in a
+small SQLite file of its own, *before* it answers; the worker then fetches
+from the configured API host only (hashes from the payload, never a URL from
+it), hands the completed records to the pipeline like a delivery, and marks
+the job done once the pipeline acknowledged them. Jobs survive a restart; a
+failing job is retried with exponential delays and given up after
+``max_attempts``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import msgspec
+
+from rcingest.bitbucket.client import BitbucketClient
+from rcingest.bitbucket.parse import commit_from_api
+from rcingest.records import Commit, Record
+from rcingest.webhooks.decode import BackfillJob, commit_with_pull_request
+
+__all__ = ["BackfillStore", "BackfillWorker", "StoredJob", "fetch_job"]
+
+T = TypeVar("T")
+_encode = msgspec.json.Encoder().encode
+_decode_job = msgspec.json.Decoder(BackfillJob).decode
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS backfill_jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    job BLOB NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before REAL NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS backfill_jobs_due ON backfill_jobs (state, not_before);
+"""
+
+
+class StoredJob(msgspec.Struct, frozen=True):
+    """A job as stored: its row id and attempts so far."""
+
+    id: int
+    job: BackfillJob
+    attempts: int
+
+
+class BackfillStore:
+    """The durable job queue: one SQLite file, all access on one thread.
+
+    WAL with ``synchronous=NORMAL`` survives a killed process; ``FULL`` also
+    survives power loss, at one fsync per commit.
+    """
+
+    def __init__(self, path: Path, synchronous: Literal["NORMAL", "FULL"] = "NORMAL") -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rcingest-backfill")
+        self._db: sqlite3.Connection | None = None
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={self.synchronous}")
+        db.execute("PRAGMA busy_timeout=5000")
+        db.executescript(_SCHEMA)
+        self._db = db
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            if self._db is None:
+                raise RuntimeError("backfill store is closed")
+            with self._db:  # one transaction per call
+                return fn(self._db)
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def open(self) -> None:
+        """Create the file and table if needed."""
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._open)
+
+    async def close(self) -> None:
+        def shut() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, shut)
+        self._executor.shutdown(wait=True)
+
+    async def add(self, jobs: Sequence[BackfillJob]) -> int:
+        """Record ``jobs`` durably; a job whose key is already known is not added again."""
+        now = time.time()
+        rows = [(job.key, _encode(job), now) for job in jobs]
+
+        def insert(db: sqlite3.Connection) -> int:
+            before = db.total_changes
+            db.executemany(
+                "INSERT OR IGNORE INTO backfill_jobs (key, job, created_at) VALUES (?, ?, ?)", rows
+            )
+            return db.total_changes - before
+
+        return await self._run(insert)
+
+    async def next_due(self) -> StoredJob | None:
+        """The oldest pending job whose retry delay has passed."""
+
+        def pick(db: sqlite3.Connection) -> StoredJob | None:
+            row = db.execute(
+                "SELECT id, job, attempts FROM backfill_jobs WHERE state = 'pending' "
+                "AND not_before <= ? ORDER BY id LIMIT 1",
+                (time.time(),),
+            ).fetchone()
+            return StoredJob(row[0], _decode_job(row[1]), row[2]) if row else None
+
+        return await self._run(pick)
+
+    async def done(self, job_id: int) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "UPDATE backfill_jobs SET state = 'done', last_error = NULL WHERE id = ?", (job_id,)
+            )
+        )
+
+    async def retry(self, job_id: int, error: str, delay: float, *, give_up: bool) -> None:
+        """Count a failed attempt; try again after ``delay`` seconds, or mark it failed."""
+        state = "failed" if give_up else "pending"
+        await self._run(
+            lambda db: db.execute(
+                "UPDATE backfill_jobs SET attempts = attempts + 1, state = ?, not_before = ?, "
+                "last_error = ? WHERE id = ?",
+                (state, time.time() + delay, error[:500], job_id),
+            )
+        )
+
+    async def counts(self) -> dict[str, int]:
+        """Jobs per state."""
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT state, COUNT(*) FROM backfill_jobs GROUP BY state"
+            ).fetchall()
+        )
+        return {state: n for state, n in rows}
+
+
+async def fetch_job(client: BitbucketClient, job: BackfillJob, max_commits: int) -> list[Record]:
+    """The records a job completes: the commits of the range, or of the pull request.
+
+    At most ``max_commits`` commits are listed: a created branch's range has
+    no ``exclude`` and would otherwise walk the whole history.
+    """
+    if job.kind == "push_range":
+        branches = [job.branch] if job.branch else []
+        commits: list[Record] = []
+        listing = client.commits(job.repository, job.include, job.exclude)
+        async for value in listing:
+            commits.append(commit_from_api(value, job.repository, branches))
+            if len(commits) >= max_commits:
+                break
+        await _close(listing)
+        return commits
+    pr = job.pull_request
+    if pr is None:
+        return []
+    out: list[Commit] = []
+    listing = client.pullrequest_commits(job.repository, pr.id)
+    async for value in listing:
+        # A PR's commits are on its source branch until merged.
+        commit = commit_from_api(value, job.repository, [pr.source_branch])
+        out.append(commit_with_pull_request(commit, pr))
+        if len(out) >= max_commits:
+            break
+    await _close(listing)
+    completed = msgspec.structs.replace(pr, commit_hashes=[c.hash for c in out])
+    return [*out, completed]
+
+
+async def _close(gen: Any) -> None:
+    with contextlib.suppress(Exception):
+        await gen.aclose()
+
+
+Fetch = Callable[[BackfillJob], Awaitable[list[Record]]]
+# Hands records to the pipeline and waits for the verdict: True once committed.
+Deliver = Callable[[list[Record]], Awaitable[bool]]
+Observe = Callable[[str, str], None]
+
+
+class BackfillWorker:
+    """One task taking due jobs from the store, in order, one at a time.
+
+    One at a time is deliberate: backfill shares the hourly REST budget with
+    nothing else in the daemon, and a burst of truncated pushes should drain
+    steadily rather than trip Bitbucket's rate limit.
+    """
+
+    def __init__(
+        self,
+        store: BackfillStore,
+        fetch: Fetch,
+        deliver: Deliver,
+        *,
+        max_attempts: int = 8,
+        base_delay: float = 5.0,
+        max_delay: float = 900.0,
+        poll_interval: float = 5.0,
+        observe: Observe | None = None,
+        logger: logging.Logger | None = None,
+        redact: Callable[[str], str] = lambda s: s,
+    ) -> None:
+        self.store = store
+        self.fetch = fetch
+        self.deliver = deliver
+        self.max_attempts = max_attempts
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.poll_interval = poll_interval
+        self.observe = observe or (lambda kind, outcome: None)
+        self.logger = logger or logging.getLogger("rcingest.webhooks")
+        self.redact = redact
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """New work was added: look now rather than at the next poll."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Work until cancelled; an unfinished job stays pending for the next start."""
+        while True:
+            self._wake.clear()
+            stored = await self.store.next_due()
+            if stored is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                continue
+            await self.run_one(stored)
+
+    async def run_one(self, stored: StoredJob) -> bool:
+        """Fetch, deliver and settle one job; True when it is done."""
+        job = stored.job
+        try:
+            records = await self.fetch(job)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._failed(stored, f"{type(exc).__name__}: {exc}")
+            return False
+        if await self.deliver(records):
+            await self.store.done(stored.id)
+            self.observe(job.kind, "done")
+            return True
+        await self._failed(stored, "the pipeline could not store the records")
+        return False
+
+    async def _failed(self, stored: StoredJob, error: str) -> None:
+        error = self.redact(error)
+        attempts = stored.attempts + 1
+        give_up = attempts >= self.max_attempts
+        delay = min(self.max_delay, self.base_delay * 2 ** (attempts - 1))
+        await self.store.retry(stored.id, error, delay, give_up=give_up)
+        self.observe(stored.job.kind, "failed" if give_up else "retry")
+        if give_up:
+            self.logger.error(
+                "backfill %s gave up after %d attempts: %s", stored.job.key, attempts, error
+            )
+        else:
+            self.logger.warning(
+                "backfill %s failed (attempt %d), retrying in %.0fs: %s",
+                stored.job.key,
+                attempts,
+                delay,
+                error,
+            )

@@ -1,0 +1,312 @@
+"""Webhook decoding, sans-I/O: headers and raw bytes in, records or a typed error out.
+
+``decode`` turns one Bitbucket Cloud delivery into what the pipeline stores:
+the ``WebhookDelivery`` audit record, the commits and pull requests the
+payload itself holds, and the backfill jobs that need the network (a
+truncated push range, a pull request's commits). It does no I/O, so the same
+function serves the aiohttp daemon and a receiver mounted in FastAPI or Flask.
+
+Payload Structs are lenient (unknown fields ignored) and declare only what is
+used; a payload of the wrong shape raises :class:`DecodeError` with msgspec's
+path to the offending field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+
+from rcingest.bitbucket import api
+from rcingest.bitbucket.parse import commit_from_api, pull_request_from_api
+from rcingest.records import Commit, PullRequest, PullRequestRef, Record, WebhookDelivery
+
+__all__ = [
+    "STORED_EVENTS",
+    "BackfillJob",
+    "DecodeError",
+    "Decoded",
+    "DeliveryHeaders",
+    "decode",
+    "read_headers",
+]
+
+PUSH = "repo:push"
+PR_EVENTS = frozenset(
+    {
+        "pullrequest:created",
+        "pullrequest:updated",
+        "pullrequest:fulfilled",
+        "pullrequest:rejected",
+    }
+)
+STORED_EVENTS = frozenset({PUSH, *PR_EVENTS})
+# Event keys Bitbucket documents (bitbucket-api.md §5.4): acknowledged, counted, not stored.
+KNOWN_EVENTS = STORED_EVENTS | frozenset(
+    {
+        "repo:fork",
+        "repo:updated",
+        "repo:created",
+        "repo:deleted",
+        "repo:imported",
+        "repo:transfer",
+        "repo:commit_comment_created",
+        "repo:commit_status_created",
+        "repo:commit_status_updated",
+        "pullrequest:approved",
+        "pullrequest:unapproved",
+        "pullrequest:changes_request_created",
+        "pullrequest:changes_request_removed",
+        "pullrequest:comment_created",
+        "pullrequest:comment_updated",
+        "pullrequest:comment_deleted",
+        "pullrequest:comment_resolved",
+        "pullrequest:comment_reopened",
+        "issue:created",
+        "issue:updated",
+        "issue:comment_created",
+        "project:updated",
+    }
+)
+_HEX40 = re.compile(r"^[0-9a-f]{40}$")
+_PR_STATES = frozenset({"OPEN", "MERGED", "DECLINED", "SUPERSEDED"})
+
+
+class DecodeError(Exception):
+    """The delivery cannot be decoded; ``status`` and ``reason`` go back to the sender."""
+
+    def __init__(self, reason: str, status: int = 400) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+class DeliveryHeaders(msgspec.Struct, frozen=True):
+    """The Bitbucket delivery headers rcingest uses."""
+
+    event: str
+    request_uuid: str | None
+    hook_uuid: str | None
+    attempt: int
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is None:
+        lowered = name.lower()
+        value = next((v for k, v in headers.items() if k.lower() == lowered), None)
+    return value.strip() if value is not None and value.strip() else None
+
+
+def read_headers(headers: Mapping[str, str]) -> DeliveryHeaders:
+    """The delivery headers; raise :class:`DecodeError` when ``X-Event-Key`` is missing."""
+    event = _header(headers, "X-Event-Key")
+    if event is None:
+        raise DecodeError("missing X-Event-Key header")
+    attempt_raw = _header(headers, "X-Attempt-Number")
+    try:
+        attempt = max(1, int(attempt_raw)) if attempt_raw else 1
+    except ValueError:
+        attempt = 1
+    # Bitbucket Data Center names the request id X-Request-Id.
+    request_uuid = _header(headers, "X-Request-UUID") or _header(headers, "X-Request-Id")
+    return DeliveryHeaders(event, request_uuid, _header(headers, "X-Hook-UUID"), attempt)
+
+
+# ---- payload shapes (lenient: only the fields used) -------------------------
+
+
+class _Commit(api.Commit):
+    # Atlassian's documentation example omits dates; live payloads carry them.
+    date: datetime | None = None  # type: ignore[assignment]
+
+
+class _Target(msgspec.Struct):
+    hash: str
+
+
+class _Ref(msgspec.Struct):
+    name: str
+    type: str = "branch"
+    target: _Target | None = None
+
+
+class _Change(msgspec.Struct):
+    new: _Ref | None = None
+    old: _Ref | None = None
+    created: bool = False
+    closed: bool = False
+    forced: bool = False
+    truncated: bool = False
+    commits: list[_Commit] = []
+
+
+class _Push(msgspec.Struct):
+    changes: list[_Change]
+
+
+class _Repository(msgspec.Struct):
+    full_name: str
+    uuid: str | None = None
+
+
+class _PushEvent(msgspec.Struct):
+    push: _Push
+    repository: _Repository
+
+
+class _PullRequestEvent(msgspec.Struct):
+    pullrequest: api.PullRequest
+    repository: _Repository
+
+
+_push_decoder = msgspec.json.Decoder(_PushEvent)
+_pr_decoder = msgspec.json.Decoder(_PullRequestEvent)
+
+
+# ---- results ----------------------------------------------------------------
+
+
+class BackfillJob(msgspec.Struct, frozen=True, kw_only=True):
+    """Network work a delivery leaves behind, done after it is acknowledged.
+
+    ``push_range`` lists the commits ``include`` minus ``exclude`` on
+    ``branch``; ``pr_commits`` lists a pull request's commits. Hashes come from
+    the payload; the URL is always built from the configured API host.
+    """
+
+    kind: Literal["push_range", "pr_commits"]
+    repository: str
+    key: str
+    include: list[str] = []
+    exclude: list[str] = []
+    branch: str | None = None
+    pull_request: PullRequest | None = None
+
+
+class Decoded(msgspec.Struct, kw_only=True):
+    """One decoded delivery: the audit record, the records to store, the jobs to run."""
+
+    delivery: WebhookDelivery
+    records: list[Record] = []
+    jobs: list[BackfillJob] = []
+    #: Changes whose commit list Bitbucket truncated.
+    truncated: int = 0
+
+
+def _commit(c: _Commit, repository: str, branches: list[str], fallback: datetime) -> Commit:
+    if c.date is None:
+        c = msgspec.structs.replace(c, date=fallback)
+    return commit_from_api(c, repository, branches)
+
+
+def _shape_error(event: str, exc: msgspec.MsgspecError) -> DecodeError:
+    if isinstance(exc, msgspec.ValidationError):
+        return DecodeError(f"{event} payload of the wrong shape: {exc}")
+    return DecodeError(f"body is not valid JSON: {exc}")
+
+
+def _decode_push(body: bytes, headers: DeliveryHeaders, delivery: WebhookDelivery) -> Decoded:
+    try:
+        event = _push_decoder.decode(body)
+    except msgspec.MsgspecError as exc:
+        raise _shape_error(headers.event, exc) from None
+    repo = event.repository.full_name
+    commits: dict[str, Commit] = {}
+    jobs: list[BackfillJob] = []
+    keys: list[str] = []
+    truncated = 0
+    for change in event.push.changes:
+        ref = change.new or change.old
+        ref_name = ref.name if ref is not None else ""
+        is_branch = ref is not None and ref.type in ("branch", "named_branch")
+        head = change.new.target.hash if change.new and change.new.target else None
+        keys.append(f"{ref.type if ref else '?'}:{ref_name}:{head or 'deleted'}")
+        branches = [ref_name] if is_branch and change.new is not None else []
+        for raw in change.commits:
+            known = commits.get(raw.hash)
+            if known is None:
+                commits[raw.hash] = _commit(raw, repo, list(branches), delivery.received_at)
+            else:
+                known.branches.extend(b for b in branches if b not in known.branches)
+        if change.truncated:
+            truncated += 1
+            if head is not None and _HEX40.match(head):
+                old = change.old.target.hash if change.old and change.old.target else None
+                jobs.append(
+                    BackfillJob(
+                        kind="push_range",
+                        repository=repo,
+                        key=f"push:{repo}:{ref_name}:{head}",
+                        include=[head],
+                        exclude=[old] if old and _HEX40.match(old) else [],
+                        branch=ref_name if is_branch else None,
+                    )
+                )
+    delivery.repository = repo
+    delivery.content_key = f"{event.repository.uuid or repo}|push|" + ";".join(keys)
+    return Decoded(
+        delivery=delivery, records=list(commits.values()), jobs=jobs, truncated=truncated
+    )
+
+
+def _decode_pr(body: bytes, headers: DeliveryHeaders, delivery: WebhookDelivery) -> Decoded:
+    try:
+        event = _pr_decoder.decode(body)
+    except msgspec.MsgspecError as exc:
+        raise _shape_error(headers.event, exc) from None
+    pr, repo = event.pullrequest, event.repository.full_name
+    if pr.state not in _PR_STATES:
+        raise DecodeError(f"{headers.event} payload of the wrong shape: unknown state {pr.state!r}")
+    # merge_commit keeps the 12-character abbreviation of webhook payloads (§0.8).
+    record = pull_request_from_api(pr, repo, [])
+    job = BackfillJob(
+        kind="pr_commits",
+        repository=repo,
+        key=f"pr:{repo}:{pr.id}:{pr.updated_on.isoformat()}",
+        pull_request=record,
+    )
+    delivery.repository = repo
+    delivery.content_key = (
+        f"{event.repository.uuid or repo}|pr|{pr.id}|{headers.event}|{pr.updated_on.isoformat()}"
+    )
+    return Decoded(delivery=delivery, records=[record], jobs=[job])
+
+
+def decode(headers: Mapping[str, str], body: bytes, *, received_at: datetime) -> Decoded:
+    """Decode one delivery (already authenticated) into records and backfill jobs.
+
+    An event rcingest does not store yields a ``Decoded`` with no records and
+    ``delivery.outcome`` ``"ignored"`` (a documented event) or
+    ``"unknown_event"``; the caller answers 202 and stores nothing. Raises
+    :class:`DecodeError` for a missing event key, a body that is not JSON or
+    a payload of the wrong shape.
+    """
+    head = read_headers(headers)
+    # Retries of one delivery must map to one row even without X-Request-UUID.
+    request_uuid = head.request_uuid or "sha256:" + hashlib.sha256(body).hexdigest()
+    delivery = WebhookDelivery(
+        request_uuid=request_uuid,
+        event=head.event,
+        received_at=received_at,
+        hook_uuid=head.hook_uuid,
+        attempt=head.attempt,
+    )
+    if head.event == PUSH:
+        return _decode_push(body, head, delivery)
+    if head.event in PR_EVENTS:
+        return _decode_pr(body, head, delivery)
+    delivery.outcome = "ignored" if head.event in KNOWN_EVENTS else "unknown_event"
+    return Decoded(delivery=delivery)
+
+
+def commit_with_pull_request(commit: Commit, pr: PullRequest) -> Commit:
+    """``commit`` carrying a reference to ``pr``, so PR-title keys reach it."""
+    ref = PullRequestRef(id=pr.id, title=pr.title, source_branch=pr.source_branch)
+    if any(r.id == ref.id for r in commit.pull_requests):
+        return commit
+    return msgspec.structs.replace(commit, pull_requests=[*commit.pull_requests, ref])
