@@ -1,0 +1,110 @@
+"""Turn the ``database`` setting into a peewee Database, and keep its password out of sight.
+
+``database`` is a file path (SQLite) or a ``postgresql://user:pass@host:port/db``
+URL. Every message about a database names it through :func:`redact`, which
+replaces the password with ``***``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import peewee
+
+from rcingest.errors import ConfigError
+from rcingest.runtime import redact as _redact
+
+__all__ = ["is_postgres", "open_database", "redact", "scrub"]
+
+_PG_SCHEMES = ("postgresql", "postgres")
+
+
+def is_postgres(spec: str) -> bool:
+    """Whether ``spec`` is a PostgreSQL URL rather than a SQLite path."""
+    return spec.split("://", 1)[0].lower() in _PG_SCHEMES and "://" in spec
+
+
+def redact(spec: str) -> str:
+    """``spec`` with the credentials of a URL replaced by ``***``; a path unchanged."""
+    return _redact(spec)
+
+
+def scrub(text: str, secrets: set[str] | frozenset[str]) -> str:
+    """``text`` without any of ``secrets`` and without credentials in URLs."""
+    return _redact(text, secrets)
+
+
+def open_database(
+    spec: str,
+    *,
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+    busy_timeout_ms: int = 5000,
+) -> tuple[peewee.Database, str | None]:
+    """A not-yet-connected peewee Database for ``spec``, and its password (or None).
+
+    SQLite gets WAL, the busy timeout and ``synchronous``; its parent folders
+    are created. The password is returned so callers can scrub driver messages.
+    """
+    if is_postgres(spec):
+        return _postgres(spec)
+    if "://" in spec:
+        raise ConfigError(
+            f"database {redact(spec)!r}: unsupported URL scheme; use a file path for "
+            "SQLite or postgresql://user:password@host:port/dbname"
+        )
+    path = Path(spec).expanduser()
+    if spec != ":memory:":
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"database {spec!r}: cannot create folder {str(path.parent)!r}: {exc.strerror}"
+            ) from None
+    pragmas: dict[str, Any] = {
+        "journal_mode": "wal",
+        "synchronous": synchronous,
+        "busy_timeout": busy_timeout_ms,
+        # 64 MB page cache: upserts into a filled database touch many index pages.
+        "cache_size": -64000,
+    }
+    # IMMEDIATE: take the write lock at BEGIN, so a second writer waits out the
+    # busy timeout instead of failing on a read-to-write lock upgrade.
+    db = peewee.SqliteDatabase(
+        str(path) if spec != ":memory:" else spec,
+        pragmas=pragmas,
+        timeout=busy_timeout_ms / 1000,
+        lock_type="IMMEDIATE",
+    )
+    return db, None
+
+
+def _postgres(spec: str) -> tuple[peewee.Database, str | None]:
+    parts = urlsplit(spec)
+    name = unquote(parts.path.lstrip("/"))
+    if not name:
+        raise ConfigError(f"database {redact(spec)!r}: the URL names no database (…/dbname)")
+    try:
+        import psycopg2  # noqa: F401 - only to fail early with a useful hint
+    except ImportError:
+        raise ConfigError(
+            f"database {redact(spec)!r}: PostgreSQL needs the psycopg2 driver; "
+            "install it with `pip install 'rcingest[postgres]'`"
+        ) from None
+    password = unquote(parts.password) if parts.password else None
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"database {redact(spec)!r}: invalid port") from None
+    params: dict[str, Any] = {
+        "user": unquote(parts.username) if parts.username else None,
+        "password": password,
+        "host": parts.hostname,
+        "port": port,
+        "connect_timeout": 10,
+    }
+    # libpq options such as ?sslmode=require pass through unchanged.
+    params.update(parse_qsl(parts.query))
+    db = peewee.PostgresqlDatabase(name, **{k: v for k, v in params.items() if v is not None})
+    return db, password

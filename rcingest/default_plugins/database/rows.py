@@ -1,0 +1,178 @@
+"""Records to table rows: pure, no database.
+
+A batch becomes one ``Rows``: for every table, the rows keyed by primary key,
+so a key that occurs twice in a batch yields one row (PostgreSQL refuses an
+``ON CONFLICT DO UPDATE`` statement that touches a row twice).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from rcingest.records import (
+    Checkpoint,
+    Commit,
+    PullRequest,
+    Record,
+    Repository,
+    WebhookDelivery,
+    record_type,
+)
+
+Row = tuple[Any, ...]
+
+REPOSITORY_FIELDS = (
+    "full_name", "workspace", "uuid", "name", "is_private", "mainbranch", "language",
+    "updated_on", "first_seen_at", "last_seen_at",
+)  # fmt: skip
+IMPLIED_REPOSITORY_FIELDS = ("full_name", "workspace", "first_seen_at", "last_seen_at")
+COMMIT_FIELDS = (
+    "hash", "repository", "author_raw", "author_name", "author_account_id", "committed_at",
+    "message", "parents", "files_known", "first_seen_at", "last_seen_at",
+)  # fmt: skip
+BRANCH_FIELDS = ("commit_hash", "branch", "first_seen_at")
+FILE_FIELDS = ("commit_hash", "path", "old_path", "status", "lines_added", "lines_removed")
+STORY_KEY_FIELDS = ("commit_hash", "key", "origin")
+PULL_REQUEST_FIELDS = (
+    "repository", "id", "title", "description", "state", "source_branch",
+    "destination_branch", "author_name", "author_account_id", "merge_commit", "created_on",
+    "updated_on", "first_seen_at", "last_seen_at",
+)  # fmt: skip
+PR_COMMIT_FIELDS = ("repository", "pull_request_id", "commit_hash")
+PR_STORY_KEY_FIELDS = ("repository", "pull_request_id", "key", "origin")
+DELIVERY_FIELDS = (
+    "request_uuid", "hook_uuid", "event", "attempt", "received_at", "first_seen_at",
+    "last_seen_at", "outcome", "repository", "content_key",
+)  # fmt: skip
+CURSOR_FIELDS = ("source_id", "stream", "state", "updated_at")
+
+
+def utc(moment: datetime | None) -> datetime | None:
+    """``moment`` in UTC without tzinfo, as stored; a naive value is taken as UTC."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        return moment
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def _workspace(full_name: str) -> str | None:
+    return full_name.split("/", 1)[0] if "/" in full_name else None
+
+
+@dataclass
+class Rows:
+    """The rows of one batch, per table, keyed by primary key."""
+
+    repositories: dict[str, Row] = field(default_factory=dict)
+    implied_repositories: dict[str, Row] = field(default_factory=dict)
+    commits: dict[str, Row] = field(default_factory=dict)
+    commit_branches: dict[tuple[str, str], Row] = field(default_factory=dict)
+    commit_files: dict[tuple[str, str], Row] = field(default_factory=dict)
+    story_keys: dict[Row, Row] = field(default_factory=dict)
+    pull_requests: dict[tuple[str, int], Row] = field(default_factory=dict)
+    pull_request_commits: dict[Row, Row] = field(default_factory=dict)
+    pull_request_story_keys: dict[Row, Row] = field(default_factory=dict)
+    deliveries: dict[str, Row] = field(default_factory=dict)
+    cursors: dict[tuple[str, str], Row] = field(default_factory=dict)
+    #: Records per type (``commit``, ``pull_request``...), for the runs table.
+    records: Counter[str] = field(default_factory=Counter)
+
+    def total(self) -> int:
+        """How many rows the batch writes, over every table."""
+        return sum(
+            len(getattr(self, name))
+            for name in self.__dataclass_fields__
+            if name not in ("records", "implied_repositories")
+        ) + len(self.implied_repositories)
+
+
+def _commit(rows: Rows, c: Commit, now: datetime) -> None:
+    known = c.files is not None
+    previous = rows.commits.get(c.hash)
+    if previous is not None:
+        # The same commit twice in one batch (a push, then its completion):
+        # the later record wins, but a file list seen once stays known.
+        known = known or bool(previous[8])
+    rows.commits[c.hash] = (
+        c.hash, c.repository, c.author_raw, c.author_name, c.author_account_id, utc(c.date),
+        c.message, " ".join(c.parents), known, now, now,
+    )  # fmt: skip
+    for branch in c.branches:
+        rows.commit_branches[(c.hash, branch)] = (c.hash, branch, now)
+    for f in c.files or ():
+        rows.commit_files[(c.hash, f.path)] = (
+            c.hash, f.path, f.old_path, f.status, f.lines_added, f.lines_removed,
+        )  # fmt: skip
+    for sk in c.story_keys:
+        for origin in sk.origins:
+            row: Row = (c.hash, sk.key, origin)
+            rows.story_keys[row] = row
+    for pr in c.pull_requests:
+        row = (c.repository, pr.id, c.hash)
+        rows.pull_request_commits[row] = row
+    _imply_repository(rows, c.repository, now)
+
+
+def _pull_request(rows: Rows, pr: PullRequest, now: datetime) -> None:
+    rows.pull_requests[(pr.repository, pr.id)] = (
+        pr.repository, pr.id, pr.title, pr.description, pr.state, pr.source_branch,
+        pr.destination_branch, pr.author_name, pr.author_account_id, pr.merge_commit,
+        utc(pr.created_on), utc(pr.updated_on), now, now,
+    )  # fmt: skip
+    for commit_hash in pr.commit_hashes:
+        row: Row = (pr.repository, pr.id, commit_hash)
+        rows.pull_request_commits[row] = row
+    for sk in pr.story_keys:
+        for origin in sk.origins:
+            row = (pr.repository, pr.id, sk.key, origin)
+            rows.pull_request_story_keys[row] = row
+    _imply_repository(rows, pr.repository, now)
+
+
+def _imply_repository(rows: Rows, full_name: str, now: datetime) -> None:
+    if full_name not in rows.implied_repositories:
+        rows.implied_repositories[full_name] = (full_name, _workspace(full_name), now, now)
+
+
+def build_rows(
+    records: Iterable[Record],
+    checkpoints: Iterable[Checkpoint],
+    source_id: str,
+    now: datetime,
+) -> Rows:
+    """The rows that ``records`` and the durable ``checkpoints`` become, stamped ``now`` (UTC)."""
+    now = utc(now) or now
+    rows = Rows()
+    for record in records:
+        rows.records[record_type(record)] += 1
+        if isinstance(record, Commit):
+            _commit(rows, record, now)
+        elif isinstance(record, PullRequest):
+            _pull_request(rows, record, now)
+        elif isinstance(record, Repository):
+            r = record
+            rows.repositories[r.full_name] = (
+                r.full_name, r.workspace or _workspace(r.full_name), r.uuid, r.name,
+                r.is_private, r.mainbranch, r.language, utc(r.updated_on), now, now,
+            )  # fmt: skip
+        elif isinstance(record, WebhookDelivery):
+            d = record
+            rows.deliveries[d.request_uuid] = (
+                d.request_uuid, d.hook_uuid, d.event, d.attempt, utc(d.received_at), now, now,
+                d.outcome, d.repository, d.content_key,
+            )  # fmt: skip
+            if d.repository:
+                _imply_repository(rows, d.repository, now)
+    for name in rows.repositories:
+        rows.implied_repositories.pop(name, None)
+    for cp in checkpoints:
+        if cp.state is not None:
+            state = json.dumps(cp.state, sort_keys=True, default=str)
+            rows.cursors[(source_id, cp.stream)] = (source_id, cp.stream, state, now)
+    return rows

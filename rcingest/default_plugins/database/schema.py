@@ -1,0 +1,123 @@
+"""Schema versions: create a new database, upgrade an older one in place, refuse a newer one.
+
+The version lives in the one-row table ``schema_version``. Opening a database
+runs, in one transaction (under an advisory lock on PostgreSQL, so two
+daemons starting together do not race):
+
+* no rcingest tables → create the current schema;
+* an older version → each step ``MIGRATIONS[n]`` (from ``n - 1`` to ``n``) in order;
+* a newer version → :class:`SchemaError`, nothing touched.
+
+Version 0 is the prototype layout (``commits`` without ``schema_version``:
+``author`` and ``date`` columns, one ``seen_at``); version 1 is the first
+documented schema. Add a step here, never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import peewee
+
+from rcingest.default_plugins.database.models import Models
+from rcingest.errors import RunFailed
+
+__all__ = ["CURRENT_VERSION", "MIGRATIONS", "SchemaError", "ensure_schema", "read_version"]
+
+CURRENT_VERSION = 1
+# Any fixed 64-bit number: the key of the PostgreSQL advisory lock that
+# serialises schema creation and upgrades between processes.
+_PG_LOCK_KEY = 0x7263696E67657374  # "rcingest"
+
+
+class SchemaError(RunFailed):
+    """The database's schema cannot be used by this version of rcingest."""
+
+
+def _sql(db: peewee.Database, sql: str, params: tuple[object, ...] = ()) -> None:
+    db.execute_sql(sql, params)  # type: ignore[no-untyped-call]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def read_version(db: peewee.Database, models: Models) -> int | None:
+    """The schema version of ``db``: None when it holds no rcingest tables."""
+    tables = set(db.get_tables())
+    if "schema_version" in tables:
+        row = models.schema_version.select(peewee.fn.MAX(models.schema_version.version)).scalar()
+        return int(row) if row is not None else 0
+    if "commits" in tables:
+        return 0
+    return None
+
+
+def _upgrade_0_to_1(db: peewee.Database, models: Models) -> None:
+    """Prototype → version 1: rename and add commit columns, then add the other tables."""
+    commit_columns = {c.name for c in db.get_columns("commits")}
+    rename = {"author": "author_raw", "date": "committed_at"}
+    for old, new in rename.items():
+        if old in commit_columns:
+            _sql(db, f"ALTER TABLE commits RENAME COLUMN {old} TO {new}")
+    added = {
+        "author_name": "TEXT",
+        "author_account_id": "TEXT",
+        "parents": "TEXT NOT NULL DEFAULT ''",
+        "files_known": "BOOLEAN NOT NULL DEFAULT FALSE",
+        "first_seen_at": "TIMESTAMP",
+        "last_seen_at": "TIMESTAMP",
+    }
+    for name, sql_type in added.items():
+        if name not in commit_columns:
+            _sql(db, f"ALTER TABLE commits ADD COLUMN {name} {sql_type}")
+    if "seen_at" in commit_columns:
+        _sql(db, "UPDATE commits SET first_seen_at = seen_at, last_seen_at = seen_at")
+        _sql(db, "ALTER TABLE commits DROP COLUMN seen_at")
+    now = _now()
+    _sql(db, f"UPDATE commits SET first_seen_at = {db.param} WHERE first_seen_at IS NULL", (now,))  # noqa: S608
+    _sql(db, "UPDATE commits SET last_seen_at = first_seen_at WHERE last_seen_at IS NULL")
+    if "commit_branches" in db.get_tables():
+        branch_columns = {c.name for c in db.get_columns("commit_branches")}
+        if "first_seen_at" not in branch_columns:
+            _sql(db, "ALTER TABLE commit_branches ADD COLUMN first_seen_at TIMESTAMP")
+    # Every other table is new in version 1; existing ones are kept, their
+    # missing indexes added (CREATE ... IF NOT EXISTS).
+    db.create_tables(models.all(), safe=True)
+
+
+#: Upgrade steps: ``MIGRATIONS[n]`` takes a database from version ``n - 1`` to ``n``.
+MIGRATIONS: dict[int, Callable[[peewee.Database, Models], None]] = {1: _upgrade_0_to_1}
+
+
+def ensure_schema(db: peewee.Database, models: Models, where: str) -> tuple[int | None, int]:
+    """Bring ``db`` to :data:`CURRENT_VERSION`; return (version found, version now).
+
+    ``where`` names the database (password redacted) in messages.
+    """
+    with db.atomic():
+        if isinstance(db, peewee.PostgresqlDatabase):
+            _sql(db, "SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK_KEY,))
+        found = read_version(db, models)
+        if found is None:
+            db.create_tables(models.all(), safe=True)
+        elif found > CURRENT_VERSION:
+            raise SchemaError(
+                f"database {where} has schema version {found}, written by a newer rcingest; "
+                f"this rcingest knows versions up to {CURRENT_VERSION}. Upgrade rcingest, "
+                "or point --database at another database"
+            )
+        else:
+            for version in range(found + 1, CURRENT_VERSION + 1):
+                try:
+                    MIGRATIONS[version](db, models)
+                except peewee.DatabaseError as exc:
+                    raise SchemaError(
+                        f"database {where}: upgrading the schema from version {version - 1} "
+                        f"to {version} failed, nothing was changed: {exc}"
+                    ) from exc
+        if found != CURRENT_VERSION:
+            models.schema_version.delete().execute()
+            models.schema_version.insert(version=CURRENT_VERSION, upgraded_at=_now()).execute()
+    return found, CURRENT_VERSION

@@ -1,0 +1,217 @@
+"""The ``database`` sink: batches into SQLite or PostgreSQL on one writer thread.
+
+Every database call (open, upgrade, write, cursor reads, close) runs on a
+dedicated single-thread executor: one connection, one writer, which is what
+SQLite allows and what peewee's thread-local connections expect. The sink is
+also the run's cursor store: checkpoints go into ``source_cursors`` in the
+same transaction as the rows they cover.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Annotated, Any, Literal, TypeVar
+
+import msgspec
+import peewee
+
+from rcingest.default_plugins.database.connect import open_database, redact, scrub
+from rcingest.default_plugins.database.models import make_models
+from rcingest.default_plugins.database.rows import Rows, build_rows, utc
+from rcingest.default_plugins.database.schema import SchemaError, ensure_schema
+from rcingest.default_plugins.database.writer import write_rows
+from rcingest.errors import RunFailed
+from rcingest.interfaces import Batch, ComponentConfig, RunContext, Sink, StateStore
+from rcingest.records import Checkpoint
+
+T = TypeVar("T")
+
+
+class DatabaseConfig(ComponentConfig):
+    """Settings of the ``database`` sink."""
+
+    #: A SQLite file path (folders created) or ``postgresql://user:pass@host:port/db``.
+    database: str = "data/bitbucket/commits.db"
+    #: SQLite ``synchronous``: NORMAL survives a killed process in WAL mode; FULL a power loss.
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    #: How long a SQLite writer waits for another one before failing.
+    busy_timeout_ms: Annotated[int, msgspec.Meta(ge=0)] = 5000
+
+
+class DatabaseWriteError(RunFailed):
+    """A database operation failed; the message names the database, never its password."""
+
+
+class DatabaseSink(Sink[DatabaseConfig], StateStore):
+    """Stores records idempotently and keeps the source cursors."""
+
+    Config = DatabaseConfig
+
+    def __init__(self, config: DatabaseConfig, context: RunContext) -> None:
+        super().__init__(config, context)
+        self.where = redact(config.database)
+        self.db, password = open_database(
+            config.database,
+            synchronous=config.synchronous,
+            busy_timeout_ms=config.busy_timeout_ms,
+        )
+        self._secrets = set(context.secrets) | ({password} if password else set())
+        self.models = make_models(self.db)
+        self._executor: ThreadPoolExecutor | None = None
+        self._records: Counter[str] = Counter()
+        self._rows = 0
+
+    # -- plumbing ---------------------------------------------------------------
+
+    async def _call(self, action: str, func: Callable[..., T], *args: Any) -> T:
+        """Run ``func`` on the writer thread; database errors become one clean message."""
+        if self._executor is None:
+            raise DatabaseWriteError(f"database {self.where}: the sink is not open")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, func, *args)
+        except SchemaError as exc:
+            raise SchemaError(scrub(str(exc), self._secrets)) from None
+        except (peewee.PeeweeException, OSError) as exc:
+            # psycopg2 errors are re-raised by peewee as its own classes; the
+            # driver's text is scrubbed in case it echoes a connection string.
+            detail = scrub(f"{type(exc).__name__}: {exc}".strip(), self._secrets)
+            raise DatabaseWriteError(f"database {self.where}: {action} failed: {detail}") from None
+
+    def _run_row(self) -> dict[str, Any]:
+        ctx = self.context
+        counts: dict[str, Any] = dict(sorted(self._records.items()))
+        counts["rows"] = self._rows
+        window = ctx.window
+        return {
+            "status": ctx.status,
+            "counts": json.dumps(counts, sort_keys=True),
+            "window_start": utc(window.start) if window else None,
+            "window_end": utc(window.end) if window else None,
+        }
+
+    # -- writer-thread bodies ---------------------------------------------------
+
+    def _open(self) -> tuple[int | None, int]:
+        self.db.connect(reuse_if_open=True)
+        found, now = ensure_schema(self.db, self.models, self.where)
+        ctx = self.context
+        run = self.models.runs
+        row = {
+            "id": ctx.run_id,
+            "pipeline": ctx.pipeline_name,
+            "source_id": ctx.source_id,
+            "mode": ctx.mode,
+            "git_sha": ctx.git_sha,
+            "started_at": utc(ctx.started_at),
+            "finished_at": None,
+            **self._run_row(),
+            "status": "running",
+        }
+        run.insert(**row).on_conflict(
+            conflict_target=[run.id], update={run.status: "running", run.finished_at: None}
+        ).execute()
+        return found, now
+
+    def _update_run(self, **extra: Any) -> None:
+        run = self.models.runs
+        values = {getattr(run, k): v for k, v in {**self._run_row(), **extra}.items()}
+        run.update(values).where(run.id == self.context.run_id).execute()
+
+    def _write(self, batch: Batch) -> int:
+        rows: Rows = build_rows(
+            batch.records, batch.checkpoints, self.context.source_id, datetime.now(UTC)
+        )
+        self._records.update(rows.records)
+        self._rows += rows.total()
+        # The runs row keeps the status "running" while the run goes on, but
+        # its counts follow every batch, in the batch's own transaction.
+        return write_rows(
+            self.db, self.models, rows, after=lambda: self._update_run(status="running")
+        )
+
+    def _close(self, finish: bool) -> None:
+        try:
+            if finish and not self.db.is_closed():
+                self._update_run(finished_at=utc(datetime.now(UTC)))
+        finally:
+            self.db.close()
+
+    def _load(self, source_id: str) -> dict[str, dict[str, Any]]:
+        cur = self.models.source_cursors
+        out: dict[str, dict[str, Any]] = {}
+        for row in cur.select().where(cur.source_id == source_id).order_by(cur.stream):
+            state = json.loads(row.state)
+            if isinstance(state, dict):
+                out[row.stream] = state
+        return out
+
+    def _save(self, source_id: str, checkpoints: Sequence[Checkpoint]) -> None:
+        rows = build_rows((), checkpoints, source_id, datetime.now(UTC))
+        write_rows(self.db, self.models, rows)
+
+    # -- Sink -------------------------------------------------------------------
+
+    async def __aenter__(self) -> DatabaseSink:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rcingest-db")
+        try:
+            found, now = await self._call("opening", self._open)
+        except BaseException:
+            await self._shutdown(finish=False)
+            raise
+        if found is not None and found != now:
+            self.context.logger.warning(
+                "database %s: schema upgraded from version %s to %s", self.where, found, now
+            )
+        self.context.logger.info("database %s: schema version %s", self.where, now)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._shutdown(finish=True, quiet=exc_type is not None)
+
+    async def _shutdown(self, *, finish: bool, quiet: bool = False) -> None:
+        if self._executor is None:
+            return
+        try:
+            await self._call("closing", self._close, finish)
+        except RunFailed as exc:
+            if not quiet:
+                raise
+            # The run already failed; its own error is the one to report.
+            self.context.logger.error("%s", exc)
+        finally:
+            executor, self._executor = self._executor, None
+            executor.shutdown(wait=True)
+
+    async def write(self, batch: Batch) -> None:
+        """Write ``batch`` and its checkpoints in one transaction (durable on return)."""
+        if not batch.records and not any(cp.state is not None for cp in batch.checkpoints):
+            return
+        n = await self._call("writing a batch", self._write, batch)
+        self.context.stats.incr("database.rows", n)
+        self.context.stats.incr("database.batches")
+
+    async def flush(self) -> None:
+        """Nothing to do: ``write`` commits before it returns."""
+        return None
+
+    # -- StateStore -------------------------------------------------------------
+
+    async def load_cursors(self, source_id: str) -> dict[str, dict[str, Any]]:
+        """The last saved state of each stream of ``source_id``."""
+        return await self._call("reading cursors", self._load, source_id)
+
+    async def save_cursors(self, source_id: str, checkpoints: Sequence[Checkpoint]) -> None:
+        """Save checkpoints on their own (the runner does not call this: ``write`` does it)."""
+        await self._call("saving cursors", self._save, source_id, list(checkpoints))

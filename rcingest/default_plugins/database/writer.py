@@ -1,0 +1,176 @@
+"""Rows into tables: one transaction per batch, idempotent upserts.
+
+Runs on the sink's single writer thread only. Every table is written with
+``insert_many(...).on_conflict(...)``: a replay updates ``last_seen_at`` and
+mutable fields, adds what is new (branches, files, keys) and never
+duplicates a row; ``first_seen_at`` is never in an update list, so it never
+moves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import peewee
+from peewee import EXCLUDED, Case, fn
+
+from rcingest.default_plugins.database import rows as r
+from rcingest.default_plugins.database.models import Models
+
+# SQLite allows 32,766 bound parameters per statement (PostgreSQL 65,535);
+# big statements amortise peewee's per-statement cost.
+_MAX_PARAMS = 30000
+
+
+def _insert(
+    model: Any,
+    names: Sequence[str],
+    values: Any,
+    conflict: tuple[list[Any], dict[Any, Any]] | None,
+) -> int:
+    """Insert ``values`` (tuples in ``names`` order); ``conflict=None`` ignores duplicates."""
+    data = list(values)
+    if not data:
+        return 0
+    fields = [getattr(model, n) for n in names]
+    chunk = max(1, _MAX_PARAMS // len(fields))
+    for start in range(0, len(data), chunk):
+        query = model.insert_many(data[start : start + chunk], fields=fields)
+        if conflict is None:
+            query = query.on_conflict_ignore()
+        else:
+            target, update = conflict
+            query = query.on_conflict(conflict_target=target, update=update)
+        query.execute()
+    return len(data)
+
+
+def _keep(model: Any, name: str) -> Any:
+    """The incoming value, unless it is NULL: then keep the stored one."""
+    return fn.COALESCE(getattr(EXCLUDED, name), getattr(model, name))
+
+
+def write_rows(
+    db: peewee.Database, m: Models, rows: r.Rows, after: Callable[[], None] | None = None
+) -> int:
+    """Write one batch's rows (and its cursors) in one transaction; return the row count.
+
+    ``after`` runs last inside the same transaction (the sink updates its
+    ``runs`` row there).
+    """
+    with db.atomic():
+        repo = m.repositories
+        _insert(
+            repo,
+            r.IMPLIED_REPOSITORY_FIELDS,
+            rows.implied_repositories.values(),
+            ([repo.full_name], {repo.last_seen_at: EXCLUDED.last_seen_at}),
+        )
+        _insert(
+            repo,
+            r.REPOSITORY_FIELDS,
+            rows.repositories.values(),
+            (
+                [repo.full_name],
+                {
+                    **{
+                        getattr(repo, n): _keep(repo, n)
+                        for n in ("workspace", "uuid", "name", "is_private", "mainbranch")
+                    },
+                    repo.language: _keep(repo, "language"),
+                    repo.updated_on: _keep(repo, "updated_on"),
+                    repo.last_seen_at: EXCLUDED.last_seen_at,
+                },
+            ),
+        )
+        c = m.commits
+        _insert(
+            c,
+            r.COMMIT_FIELDS,
+            rows.commits.values(),
+            (
+                [c.hash],
+                {
+                    # A webhook commit may lack what a scan knows: never erase.
+                    c.author_name: _keep(c, "author_name"),
+                    c.author_account_id: _keep(c, "author_account_id"),
+                    c.message: fn.COALESCE(fn.NULLIF(EXCLUDED.message, ""), c.message),
+                    c.author_raw: fn.COALESCE(fn.NULLIF(EXCLUDED.author_raw, ""), c.author_raw),
+                    c.parents: fn.COALESCE(fn.NULLIF(EXCLUDED.parents, ""), c.parents),
+                    c.files_known: Case(None, [(EXCLUDED.files_known, True)], c.files_known),
+                    c.last_seen_at: EXCLUDED.last_seen_at,
+                },
+            ),
+        )
+        _insert(m.commit_branches, r.BRANCH_FIELDS, rows.commit_branches.values(), None)
+        f = m.commit_files
+        _insert(
+            f,
+            r.FILE_FIELDS,
+            rows.commit_files.values(),
+            (
+                [f.commit_hash, f.path],
+                {
+                    getattr(f, n): getattr(EXCLUDED, n)
+                    for n in ("old_path", "status", "lines_added", "lines_removed")
+                },
+            ),
+        )
+        _insert(m.story_keys, r.STORY_KEY_FIELDS, rows.story_keys.values(), None)
+        pr = m.pull_requests
+        mutable = (
+            "title", "description", "state", "source_branch", "destination_branch",
+            "updated_on", "last_seen_at",
+        )  # fmt: skip
+        _insert(
+            pr,
+            r.PULL_REQUEST_FIELDS,
+            rows.pull_requests.values(),
+            (
+                [pr.repository, pr.id],
+                {
+                    **{getattr(pr, n): getattr(EXCLUDED, n) for n in mutable},
+                    **{
+                        getattr(pr, n): _keep(pr, n)
+                        for n in ("author_name", "author_account_id", "merge_commit")
+                    },
+                },
+            ),
+        )
+        _insert(
+            m.pull_request_commits, r.PR_COMMIT_FIELDS, rows.pull_request_commits.values(), None
+        )
+        _insert(
+            m.pull_request_story_keys,
+            r.PR_STORY_KEY_FIELDS,
+            rows.pull_request_story_keys.values(),
+            None,
+        )
+        d = m.deliveries
+        _insert(
+            d,
+            r.DELIVERY_FIELDS,
+            rows.deliveries.values(),
+            (
+                [d.request_uuid],
+                {
+                    # A repeated delivery changes only when it was last seen
+                    # and the highest attempt number.
+                    d.last_seen_at: EXCLUDED.last_seen_at,
+                    d.attempt: Case(
+                        None, [(EXCLUDED.attempt > d.attempt, EXCLUDED.attempt)], d.attempt
+                    ),
+                },
+            ),
+        )
+        s = m.source_cursors
+        _insert(
+            s,
+            r.CURSOR_FIELDS,
+            rows.cursors.values(),
+            ([s.source_id, s.stream], {s.state: EXCLUDED.state, s.updated_at: EXCLUDED.updated_at}),
+        )
+        if after is not None:
+            after()
+    return rows.total()

@@ -1,0 +1,345 @@
+"""The ``json_artifact`` sink: one JSON file of evidence per run, or per hour when serving.
+
+A run writes ``scan_<run_id>.json`` when it ends, whatever its status. In
+serve mode the sink rolls ``webhook_<YYYYMMDDTHH>.json`` (hour in the
+pipeline's zone, window = that hour) when the hour changes and at exit; a
+daemon restarted within an hour continues that hour's file.
+
+Memory stays bounded: commit summaries go to a temporary JSON Lines spool as
+they arrive, and the final file is streamed from it into a temporary file
+beside the target, fsynced, then renamed over it (the pattern of
+``rcingest.state.atomic_write``, streamed). A commit seen twice keeps its
+last summary. Strings are scrubbed: configured secrets and URL passwords
+become ``***``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import msgspec
+
+from rcingest.artifact import (
+    ArtifactCounts,
+    ArtifactSource,
+    ArtifactWindow,
+    CommitAuthor,
+    CommitSummary,
+    RunArtifact,
+    SummaryStoryKey,
+)
+from rcingest.hookspecs import RegisterSink, hookimpl
+from rcingest.interfaces import Batch, ComponentConfig, RunContext, Sink
+from rcingest.records import Commit, PullRequest, Record, Repository, WebhookDelivery
+from rcingest.runtime import redact
+
+_encode = msgspec.json.Encoder().encode
+_decode_artifact = msgspec.json.Decoder(RunArtifact).decode
+
+
+class JsonArtifactConfig(ComponentConfig):
+    """Settings of the ``json_artifact`` sink."""
+
+    #: Folder for the artifacts (created); relative to the working directory.
+    artifacts_dir: str = "artifacts/issues/wave3/bitbucket"
+    #: Include the commit summaries; false writes counts only (``payload: []``).
+    include_payload: bool = True
+
+
+class _Period:
+    """One artifact in the making: the whole run, or one hour of a daemon."""
+
+    def __init__(self, name: str, window: ArtifactWindow | None, stats: dict[str, int]) -> None:
+        self.name = name
+        self.window = window
+        self.spool: IO[bytes] = tempfile.TemporaryFile(prefix="rcingest-artifact-")
+        self.lines = 0
+        self.latest: dict[str, tuple[int, int | None]] = {}  # hash -> (line, files changed)
+        self.superseded: set[int] = set()
+        self.repositories: set[str] = set()
+        self.keys: set[str] = set()
+        self.pull_requests: set[tuple[str, int]] = set()
+        self.deliveries: set[str] = set()
+        # Stats are per process; a period reports the difference since it began
+        # (plus what an earlier process wrote into the same hour's file).
+        self.base = {k: -v for k, v in stats.items()}
+
+    def add_summary(self, summary: CommitSummary, line: bytes | None) -> None:
+        """Count ``summary``; spool its encoded ``line`` unless None (no payload wanted)."""
+        previous = self.latest.get(summary.hash)
+        if previous is not None and previous[0] >= 0:
+            self.superseded.add(previous[0])
+        index = -1
+        if line is not None:
+            index = self.lines
+            self.spool.write(line + b"\n")
+            self.lines += 1
+        self.latest[summary.hash] = (index, summary.files_changed)
+        self.repositories.add(summary.repository)
+        self.keys.update(k.key for k in summary.story_keys)
+
+    def continue_from(self, old: RunArtifact) -> None:
+        """Carry an earlier process's file for the same hour into this period.
+
+        Its commits come back from its payload; what only its counts know
+        (pull requests, deliveries, requests, retries) is added as a base.
+        """
+        for summary in old.payload:
+            self.add_summary(summary, _encode(summary))
+        for field in ("repositories", "pull_requests", "deliveries"):
+            self.base[field] = getattr(old.counts, field)
+        for stat, field in (("http.requests", "requests"), ("http.retries", "retries")):
+            self.base[stat] = self.base.get(stat, 0) + getattr(old.counts, field)
+
+    def counts(self, stats: dict[str, int]) -> ArtifactCounts:
+        """The counts of this period, given the run's current stats."""
+        files = sum(n or 0 for _line, n in self.latest.values())
+        return ArtifactCounts(
+            # A continued hour knows only the old number of repositories.
+            repositories=max(len(self.repositories), self.base.get("repositories", 0)),
+            commits=len(self.latest),
+            files=files,
+            keys=len(self.keys),
+            pull_requests=len(self.pull_requests) + self.base.get("pull_requests", 0),
+            deliveries=len(self.deliveries) + self.base.get("deliveries", 0),
+            requests=max(0, stats.get("http.requests", 0) + self.base.get("http.requests", 0)),
+            retries=max(0, stats.get("http.retries", 0) + self.base.get("http.retries", 0)),
+        )
+
+    def payload_lines(self) -> Iterable[bytes]:
+        """The spooled summaries, each commit's last one only, in arrival order."""
+        self.spool.seek(0)
+        for i, line in enumerate(self.spool):
+            if i not in self.superseded:
+                yield line.rstrip(b"\n")
+
+    def close(self) -> None:
+        self.spool.close()
+
+
+def write_streamed(path: Path, header: RunArtifact, payload: Iterable[bytes]) -> None:
+    """Write ``header`` with ``payload`` (encoded summaries) as its last field, atomically."""
+    head = msgspec.json.format(_encode(header), indent=2)
+    tail = b'"payload": []\n}'
+    if not head.endswith(tail):  # pragma: no cover - guarded by RunArtifact's field order
+        raise RuntimeError("RunArtifact.payload must be its last field")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(head[: -len(tail)] + b'"payload": [')
+            first = True
+            for line in payload:
+                fh.write(b"\n    " + line if first else b",\n    " + line)
+                first = False
+            fh.write(b"\n  ]\n}\n" if not first else b"]\n}\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class JsonArtifactSink(Sink[JsonArtifactConfig]):
+    """Writes the run's JSON artifact (or the daemon's hourly ones)."""
+
+    Config = JsonArtifactConfig
+
+    def __init__(self, config: JsonArtifactConfig, context: RunContext) -> None:
+        super().__init__(config, context)
+        self.dir = Path(config.artifacts_dir).expanduser()
+        self.serve = context.mode == "serve"
+        self.written: list[Path] = []
+        #: The clock; tests replace it to cross hour boundaries.
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self._period: _Period | None = None
+        self._lock = asyncio.Lock()
+        self._roller: asyncio.Task[None] | None = None
+
+    # -- periods ----------------------------------------------------------------
+
+    def _hour(self, moment: datetime) -> tuple[str, ArtifactWindow]:
+        local = moment.astimezone(self.context.timezone)
+        start = local.replace(minute=0, second=0, microsecond=0)
+        end = (start.astimezone(UTC) + timedelta(hours=1)).astimezone(self.context.timezone)
+        return f"webhook_{start:%Y%m%dT%H}.json", ArtifactWindow(start, end)
+
+    def _open_period(self) -> _Period:
+        stats = self.context.stats.snapshot()
+        if not self.serve:
+            return _Period(f"scan_{self.context.run_id}.json", None, stats)
+        name, window = self._hour(self.clock())
+        period = _Period(name, window, stats)
+        existing = self.dir / name
+        if existing.exists():
+            try:
+                period.continue_from(_decode_artifact(existing.read_bytes()))
+            except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+                self.context.logger.warning("%s: not continued, replaced: %s", existing, exc)
+        return period
+
+    def _finish(self, period: _Period, status: str) -> Path:
+        ctx = self.context
+        window = period.window
+        if window is None and ctx.window is not None:
+            window = ArtifactWindow(ctx.local(ctx.window.start), ctx.local(ctx.window.end))
+        header = RunArtifact(
+            kind="webhook" if self.serve else "scan",
+            run_id=ctx.run_id,
+            pipeline=ctx.pipeline_name,
+            git_sha=ctx.git_sha,
+            timezone=str(ctx.timezone.key),
+            generated_at=ctx.local(self.clock()),
+            window=window,
+            source=self._source(),
+            counts=period.counts(ctx.stats.snapshot()),
+            status=status,  # type: ignore[arg-type]
+            payload=[],
+        )
+        path = self.dir / period.name
+        try:
+            write_streamed(path, header, period.payload_lines())
+        finally:
+            period.close()
+        self.written.append(path)
+        ctx.logger.info("artifact written: %s", path)
+        return path
+
+    def _source(self) -> ArtifactSource:
+        info = dict(self.context.source_info)
+
+        def strings(value: Any) -> list[str]:
+            if isinstance(value, str):
+                return [self._clean(value)]
+            if isinstance(value, dict):
+                value = list(value)
+            if isinstance(value, list | tuple | set):
+                return [self._clean(str(v)) for v in value]
+            return []
+
+        source_type = info.pop("type", None)
+        workspace = info.pop("workspace", None)
+        extra: dict[str, str | int | float | bool | None] = {}
+        for key, value in info.items():
+            if key in ("repositories", "branches"):
+                continue
+            if value is None or isinstance(value, bool | int | float):
+                extra[key] = value
+            else:
+                extra[key] = self._clean(str(value))
+        return ArtifactSource(
+            type=self._clean(str(source_type)) if source_type is not None else None,
+            workspace=self._clean(str(workspace)) if workspace is not None else None,
+            repositories=strings(info.get("repositories")),
+            branches=strings(info.get("branches")),
+            extra=extra,
+        )
+
+    def _clean(self, text: str) -> str:
+        if not self.context.secrets and "://" not in text:
+            return text
+        return redact(text, self.context.secrets)
+
+    def _summary(self, c: Commit) -> CommitSummary:
+        clean = self._clean
+        return CommitSummary(
+            hash=c.hash,
+            repository=clean(c.repository),
+            branches=[clean(b) for b in c.branches],
+            author=CommitAuthor(
+                raw=clean(c.author_raw),
+                name=clean(c.author_name) if c.author_name is not None else None,
+                account_id=c.author_account_id,
+            ),
+            date=self.context.local(c.date),
+            summary=clean(c.summary),
+            files_changed=None if c.files is None else len(c.files),
+            story_keys=[SummaryStoryKey(k.key, list(k.origins)) for k in c.story_keys],
+        )
+
+    def _add(self, period: _Period, records: Iterable[Record]) -> None:
+        for record in records:
+            if isinstance(record, Commit):
+                summary = self._summary(record)
+                line = _encode(summary) if self.config.include_payload else None
+                period.add_summary(summary, line)
+            elif isinstance(record, PullRequest):
+                period.pull_requests.add((record.repository, record.id))
+                period.repositories.add(self._clean(record.repository))
+                period.keys.update(k.key for k in record.story_keys)
+            elif isinstance(record, Repository):
+                period.repositories.add(self._clean(record.full_name))
+            elif isinstance(record, WebhookDelivery):
+                period.deliveries.add(record.request_uuid)
+                if record.repository:
+                    period.repositories.add(self._clean(record.repository))
+
+    async def _roll(self) -> None:
+        """Serve mode: close the current hour's artifact once the clock has left it."""
+        period = self._period
+        if period is None or period.window is None:
+            return
+        if self.clock() < period.window.end:
+            return
+        self._period = None
+        await asyncio.to_thread(self._finish, period, "succeeded")
+
+    async def _roll_loop(self) -> None:
+        while True:
+            period = self._period
+            now = self.clock()
+            wait = 60.0
+            if period is not None and period.window is not None:
+                wait = max(0.0, (period.window.end - now).total_seconds()) + 0.01
+            await asyncio.sleep(min(wait, 300.0))
+            async with self._lock:
+                await self._roll()
+
+    # -- Sink -------------------------------------------------------------------
+
+    async def __aenter__(self) -> JsonArtifactSink:
+        if not self.serve:
+            self._period = self._open_period()
+        else:
+            self._roller = asyncio.create_task(self._roll_loop(), name="rcingest-artifact-roll")
+        return self
+
+    async def write(self, batch: Batch) -> None:
+        """Add the batch's commits to the spool and its other records to the counts."""
+        async with self._lock:
+            if self.serve:
+                await self._roll()
+            if self._period is None:
+                self._period = self._open_period()
+            self._add(self._period, batch.records)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._roller is not None:
+            self._roller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._roller
+        async with self._lock:
+            period, self._period = self._period, None
+            if period is None:
+                return
+            await asyncio.to_thread(self._finish, period, self.context.status)
+
+
+@hookimpl
+def register_sinks(register: RegisterSink) -> None:
+    """Register the ``json_artifact`` sink."""
+    register("json_artifact", JsonArtifactSink)

@@ -1,0 +1,67 @@
+"""The ``story_keys`` enricher: Jira keys from messages, branches and pull requests."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from rcingest.hookspecs import RegisterEnricher, hookimpl
+from rcingest.interfaces import ComponentConfig, Enricher, RunContext
+from rcingest.records import Commit, PullRequest, Record, StoryKeyOrigin
+from rcingest.storykeys import DEFAULT_IGNORE, KeyExtractor, merge_story_keys
+
+
+class StoryKeysConfig(ComponentConfig):
+    """Settings of the ``story_keys`` enricher."""
+
+    #: ``strict``: what Bitbucket and Jira link (uppercase only);
+    #: ``lenient``: case-insensitive, then upper-cased (GitHub for Jira).
+    mode: Literal["strict", "lenient"] = "strict"
+    #: Keep only these project keys (``[REL, OPS]``); the ignore list then does not apply.
+    projects: list[str] | None = None
+    #: Project keys that are look-alikes, dropped when ``projects`` is not set.
+    ignore: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_IGNORE))
+
+
+class StoryKeysEnricher(Enricher[StoryKeysConfig]):
+    """Adds ``story_keys`` to commits and pull requests; other records pass unchanged.
+
+    Commit: the message (``message``), each branch (``branch``), each pull
+    request's title (``pr_title``) and source branch (``pr_branch``). Pull
+    request: its title and source branch. Keys already on the record are kept
+    and merged with the new ones.
+    """
+
+    Config = StoryKeysConfig
+
+    def __init__(self, config: StoryKeysConfig, context: RunContext) -> None:
+        super().__init__(config, context)
+        self.extractor = KeyExtractor(config.mode, config.projects, config.ignore)
+
+    def enrich(self, record: Record) -> Record:
+        """``record`` with its story keys filled in (a copy), or ``record`` itself."""
+        texts: list[tuple[StoryKeyOrigin, str]]
+        if isinstance(record, Commit):
+            texts = [("message", record.message)]
+            texts.extend(("branch", b) for b in record.branches)
+            for pr in record.pull_requests:
+                texts.append(("pr_title", pr.title))
+                texts.append(("pr_branch", pr.source_branch))
+        elif isinstance(record, PullRequest):
+            texts = [("pr_title", record.title), ("pr_branch", record.source_branch)]
+        else:
+            return record
+        found = self.extractor.extract(texts)
+        if not found:
+            return record
+        merged = merge_story_keys(record.story_keys, found)
+        if merged == record.story_keys:
+            return record
+        return msgspec.structs.replace(record, story_keys=merged)
+
+
+@hookimpl
+def register_enrichers(register: RegisterEnricher) -> None:
+    """Register the ``story_keys`` enricher."""
+    register("story_keys", StoryKeysEnricher)
