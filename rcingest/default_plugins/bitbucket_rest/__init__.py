@@ -1,0 +1,230 @@
+"""The ``bitbucket_rest`` source: a scheduled scan of a Bitbucket Cloud workspace.
+
+Walks the chosen repositories and branches newest first within the window
+(``hours`` or ``since``/``until``, in the pipeline's timezone), and emits per
+repository: the ``Repository``, its ``PullRequest`` records updated in the
+window, each commit once (with every branch it was reached from, its files
+and the pull requests containing it), then a ``Checkpoint`` per branch.
+``docs/bitbucket-rest.md`` is the user's guide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import msgspec
+
+from rcingest.bitbucket import api
+from rcingest.bitbucket.client import BitbucketClient, ClientConfig
+from rcingest.bitbucket.parse import repository_from_api
+from rcingest.bitbucket.window import branch_window, resolve_window
+from rcingest.default_plugins.bitbucket_rest.scan import ScanOptions, scan_repository, stream_name
+from rcingest.hookspecs import hookimpl
+from rcingest.interfaces import RunContext, Source, Window
+from rcingest.records import Checkpoint, Record, Repository
+
+if TYPE_CHECKING:
+    import click
+
+    from rcingest.hookspecs import RegisterSource
+
+__all__ = ["BitbucketRestConfig", "BitbucketRestSource"]
+
+
+class BitbucketRestConfig(ClientConfig, kw_only=True):
+    """``source.config`` of ``type: bitbucket_rest`` (plus the client fields it inherits)."""
+
+    #: Workspace slug (or ``{uuid}``).
+    workspace: str  # type: ignore[misc]  # kw_only: a required field may follow defaults
+    #: Slugs or ``workspace/slug``; omitted = every repository matching the filters below.
+    repositories: list[str] | None = None
+    #: BBQL filter for the repository listing, e.g. ``project.key = "REL"``.
+    q: str | None = None
+    role: Literal["member", "contributor", "admin", "owner"] | None = None
+    is_private: bool | None = None
+    language: str | None = None
+    #: Only repositories updated in the last N days.
+    updated_within_days: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    #: Branches to scan in every repository; omitted = each repository's main branch.
+    default_branches: list[str] | None = None
+    #: Window: the last N hours (up to ``until`` or now) ...
+    hours: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    #: ... or from ``since`` to ``until`` (naive values are in the pipeline's timezone).
+    since: datetime | None = None
+    until: datetime | None = None
+    commits: bool = True
+    diffstat: bool = True
+    pull_requests: bool = True
+    #: Start each branch at the end of its last successful scan (minus the overlap).
+    incremental: bool = False
+    overlap_minutes: Annotated[float, msgspec.Meta(ge=0)] = 10.0
+    #: Skip the part of the window a saved cursor already covers (crash resume).
+    resume: bool = True
+    #: Early stop: this many consecutive commits older than the window start ...
+    early_stop_commits: Annotated[int, msgspec.Meta(ge=1)] = 100
+    #: ... the last of them older than the start by this margin.
+    early_stop_margin_minutes: Annotated[float, msgspec.Meta(ge=0)] = 60.0
+    #: Repositories scanned at the same time (each holds its window's commits).
+    parallel_repositories: Annotated[int, msgspec.Meta(ge=1)] = 4
+
+    def __post_init__(self) -> None:
+        if self.hours is not None and self.since is not None:
+            raise ValueError("hours and since exclude each other; set one")
+        if self.since is not None and self.until is not None:
+            since, until = self.since, self.until
+            if (since.tzinfo is None) == (until.tzinfo is None) and since >= until:
+                raise ValueError("since must be before until")
+
+
+def _full_name(workspace: str, entry: str) -> str:
+    return entry if "/" in entry else f"{workspace}/{entry}"
+
+
+class BitbucketRestSource(Source[BitbucketRestConfig]):
+    """Scans Bitbucket Cloud over REST; see the module docstring."""
+
+    Config = BitbucketRestConfig
+
+    def __init__(self, config: BitbucketRestConfig, context: RunContext) -> None:
+        super().__init__(config, context)
+        # Fail at build time, before any request, on a bad window or auth mix.
+        self.window = resolve_window(
+            context.started_at,
+            context.timezone,
+            hours=config.hours,
+            since=config.since,
+            until=config.until,
+        )
+        self.client = BitbucketClient(
+            config, context.stats, context.logger, secrets=context.secrets
+        )
+
+    async def _repositories(self) -> list[Repository]:
+        cfg = self.config
+        if cfg.repositories is not None:
+            names = [_full_name(cfg.workspace, r) for r in cfg.repositories]
+            values = await asyncio.gather(
+                *(self.client.get_bytes(f"/repositories/{name}") for name in names)
+            )
+            return [
+                repository_from_api(msgspec.json.decode(v, type=api.Repository)) for v in values
+            ]
+        clauses = [f"({cfg.q})"] if cfg.q else []
+        if cfg.is_private is not None:
+            clauses.append(f"is_private = {str(cfg.is_private).lower()}")
+        if cfg.language:
+            clauses.append(f'language = "{cfg.language}"')
+        if cfg.updated_within_days is not None:
+            since = self.context.started_at - timedelta(days=cfg.updated_within_days)
+            clauses.append(f"updated_on >= {since.astimezone(UTC).isoformat()}")
+        params: dict[str, str | int | list[str]] = {}
+        if clauses:
+            params["q"] = " AND ".join(clauses)
+        if cfg.role:
+            params["role"] = cfg.role
+        found: list[Repository] = []
+        path = f"/repositories/{cfg.workspace}"
+        async for page in self.client.typed_pages(path, api.Repository, params):
+            found.extend(repository_from_api(v) for v in page)
+        return sorted(found, key=lambda r: r.full_name)
+
+    def _branches(
+        self, repo: Repository, cursors: Mapping[str, dict[str, Any]]
+    ) -> dict[str, Window]:
+        names = self.config.default_branches or ([repo.mainbranch] if repo.mainbranch else [])
+        out: dict[str, Window] = {}
+        for name in dict.fromkeys(names):
+            window = branch_window(
+                self.window,
+                cursors.get(stream_name(repo.full_name, name)),
+                incremental=self.config.incremental,
+                overlap=timedelta(minutes=self.config.overlap_minutes),
+                resume=self.config.resume,
+            )
+            if window is None:
+                self.context.stats.incr("bitbucket.branches_resumed")
+            else:
+                out[name] = window
+        return out
+
+    async def records(
+        self, cursors: Mapping[str, dict[str, Any]]
+    ) -> AsyncIterator[Record | Checkpoint]:
+        """Repositories, pull requests and commits in the window, a checkpoint per branch."""
+        cfg, ctx = self.config, self.context
+        ctx.window = self.window
+        async with self.client:
+            repos = await self._repositories()
+            branch_names = sorted(
+                {b for r in repos for b in (cfg.default_branches or [r.mainbranch or ""]) if b}
+            )
+            ctx.source_info = {
+                "type": "bitbucket_rest",
+                "workspace": cfg.workspace,
+                "repositories": [r.full_name for r in repos],
+                "branches": branch_names,
+            }
+            if not repos:
+                ctx.logger.warning("workspace %s: no repository matched", cfg.workspace)
+            opts = ScanOptions(
+                window=self.window,
+                commits=cfg.commits,
+                diffstat=cfg.diffstat,
+                pull_requests=cfg.pull_requests,
+                stop_after=cfg.early_stop_commits,
+                margin=timedelta(minutes=cfg.early_stop_margin_minutes),
+                workers=cfg.concurrency,
+                run_id=ctx.run_id,
+            )
+            # Results wait here in completion order; the bound keeps at most a
+            # few repositories' commits in memory while the sinks catch up.
+            results: asyncio.Queue[list[Record | Checkpoint] | BaseException] = asyncio.Queue(
+                maxsize=1
+            )
+            slots = asyncio.Semaphore(cfg.parallel_repositories)
+
+            async def one(repo: Repository) -> None:
+                try:
+                    async with slots:
+                        branches = self._branches(repo, cursors)
+                        items = await scan_repository(
+                            self.client, repo, branches, opts, ctx.logger, ctx.stats
+                        )
+                        await results.put(items)
+                except asyncio.CancelledError:
+                    raise
+                except BaseException as exc:
+                    await results.put(exc)
+
+            tasks = [asyncio.create_task(one(r), name=f"scan {r.full_name}") for r in repos]
+            try:
+                for _ in tasks:
+                    item = await results.get()
+                    if isinstance(item, BaseException):
+                        raise item
+                    for record in item:
+                        yield record
+            finally:
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+
+
+@hookimpl
+def register_sources(register: RegisterSource) -> None:
+    """Register the ``bitbucket_rest`` source type."""
+    register("bitbucket_rest", BitbucketRestSource)
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    """Add ``rcingest demo``."""
+    from rcingest.demo import demo
+
+    cli.add_command(demo)
