@@ -1,0 +1,359 @@
+"""The daemon end to end: real aiohttp server on 127.0.0.1:0, the runner, story keys, SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import textwrap
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import aiohttp
+import pytest
+
+import rcingest
+import rcingest.default_plugins.bitbucket_webhook as webhook_plugin
+import rcingest.default_plugins.database as database_plugin
+import rcingest.default_plugins.story_keys as story_keys_plugin
+from rcingest.config import load_pipeline
+from rcingest.errors import ConfigError
+from rcingest.interfaces import RunContext
+from rcingest.pipeline import Runner
+from rcingest.plugins import Registry, make_plugin_manager
+from rcingest.webhooks import sign
+
+FIX = Path(__file__).parent / "fixtures" / "bitbucket"
+SECRET = "whsec-Zq8Kp2-daemon-test"
+PUSH = FIX / "webhook_repo-push_single-commit_go-scm-2018.json"
+
+
+class FlakyConfig(rcingest.ComponentConfig):
+    pass
+
+
+class FlakySink(rcingest.Sink[FlakyConfig]):
+    """Fails every write while ``FlakySink.failing`` is set (an unreachable database)."""
+
+    Config = FlakyConfig
+    failing = False
+
+    async def write(self, batch: rcingest.Batch) -> None:
+        if FlakySink.failing:
+            raise OSError("database unreachable (injected)")
+
+
+class TestPlugins:
+    @rcingest.hookimpl
+    def register_sinks(self, register: Callable[..., None]) -> None:
+        register("test_flaky", FlakySink)
+
+
+def registry() -> Registry:
+    return Registry(
+        make_plugin_manager(
+            load_entrypoints=False,
+            extra=[
+                ("bitbucket_webhook", webhook_plugin),
+                ("database", database_plugin),
+                ("story_keys", story_keys_plugin),
+                ("test", TestPlugins()),
+            ],
+        )
+    )
+
+
+class Daemon:
+    def __init__(self, runner: Runner, db: Path) -> None:
+        self.runner = runner
+        self.db = db
+        port = runner.source.bound_port  # type: ignore[attr-defined]
+        self.base = f"http://127.0.0.1:{port}"
+        self.url = f"{self.base}/webhooks/bitbucket"
+
+    def rows(self, sql: str) -> list[tuple[Any, ...]]:
+        with contextlib.closing(sqlite3.connect(self.db)) as conn:
+            return conn.execute(sql).fetchall()
+
+
+@contextlib.asynccontextmanager
+async def daemon(tmp_path: Path, source: str = "", sinks: str = "") -> AsyncIterator[Daemon]:
+    db = tmp_path / "commits.db"
+    pipeline = tmp_path / "webhook.yaml"
+    pipeline.write_text(
+        textwrap.dedent(
+            f"""
+            name: hooks
+            source:
+              type: bitbucket_webhook
+              config:
+                port: 0
+                secret: {SECRET}
+                backfill_queue: {tmp_path}/backfill.db
+            {textwrap.indent(source, " " * 16).strip()}
+            enrichers: [{{type: story_keys}}]
+            sinks:
+              {sinks}
+              - {{type: database, config: {{database: '{db}'}}}}
+            """
+        ).replace("            {", "{")
+    )
+    loaded = load_pipeline(pipeline, registry())
+    context = RunContext(
+        run_id="serve-1",
+        pipeline_name="hooks",
+        timezone=ZoneInfo("America/Phoenix"),
+        started_at=datetime.now(UTC),
+        base_dir=tmp_path,
+        source_id="hooks:bitbucket_webhook",
+        mode="serve",
+        secrets=loaded.secrets | {SECRET},
+    )
+    runner = Runner(loaded, context)
+    task = asyncio.create_task(runner.run())
+    for _ in range(500):
+        if runner.source.bound_port is not None or task.done():  # type: ignore[attr-defined]
+            break
+        await asyncio.sleep(0.01)
+    if task.done():
+        await task
+    d = Daemon(runner, db)
+    try:
+        yield d
+    finally:
+        await runner.stop()
+        result = await asyncio.wait_for(task, 30)
+        assert result.status == "succeeded"
+
+
+def signed(
+    raw: bytes, event: str = "repo:push", uuid: str = "req-1", **extra: str
+) -> dict[str, str]:
+    return {
+        "X-Event-Key": event,
+        "X-Request-UUID": uuid,
+        "X-Hook-UUID": "{hook}",
+        "X-Hub-Signature": sign(raw, SECRET),
+        "Content-Type": "application/json",
+        **extra,
+    }
+
+
+async def post(url: str, raw: bytes, headers: dict[str, str]) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as s, s.post(url, data=raw, headers=headers) as r:
+        return r.status, await r.text()
+
+
+EVENTS = [
+    ("webhook_repo-push_3-changes-one-truncated_jenkins-2017.json", "repo:push"),
+    ("webhook_repo-push_single-commit_go-scm-2018.json", "repo:push"),
+    ("webhook_repo-push_branch-create-2-commits_go-scm-2018.json", "repo:push"),
+    ("webhook_repo-push_branch-delete_go-scm-2018.json", "repo:push"),
+    ("webhook_repo-push_tag-create_go-scm-2018.json", "repo:push"),
+    ("webhook_repo-push_atlassian-doc-example_go-playground.json", "repo:push"),
+    ("webhook_pullrequest-created_go-scm-2018.json", "pullrequest:created"),
+    ("webhook_pullrequest-updated_go-scm-2018.json", "pullrequest:updated"),
+    ("webhook_pullrequest-fulfilled_go-scm-2018.json", "pullrequest:fulfilled"),
+    ("webhook_pullrequest-rejected_go-scm-2018.json", "pullrequest:rejected"),
+    ("webhook_pullrequest-created_jenkins-2024.json", "pullrequest:created"),
+]
+
+
+async def test_every_fixture_is_stored(tmp_path: Path) -> None:
+    async with daemon(tmp_path) as d:
+        for i, (name, event) in enumerate(EVENTS):
+            raw = (FIX / name).read_bytes()
+            status, text = await post(d.url, raw, signed(raw, event, uuid=f"req-{i}"))
+            assert status == 200, (name, text)
+        deliveries = d.rows(
+            "SELECT request_uuid, event, outcome FROM deliveries ORDER BY request_uuid"
+        )
+        assert len(deliveries) == len(EVENTS)
+        # No REST credentials: the truncated push is stored as truncated.
+        assert ("req-0", "repo:push", "truncated") in deliveries
+        commits = {h for (h,) in d.rows("SELECT hash FROM commits")}
+        assert "325d37697849f4b1fe42cb19c20134af08e03a82" in commits
+        assert "141977fedf5cf35aa290ac87d4b5177ac4cd9de1" in commits
+        assert len(commits) == 6 + 2 + 1  # jenkins push 6, go-scm 2 (one shared), doc example 1
+        branches = set(d.rows("SELECT commit_hash, branch FROM commit_branches"))
+        assert ("141977fedf5cf35aa290ac87d4b5177ac4cd9de1", "master") in branches
+        assert ("141977fedf5cf35aa290ac87d4b5177ac4cd9de1", "develop") in branches
+        prs = d.rows("SELECT repository, id, state FROM pull_requests ORDER BY repository, id")
+        assert prs == [
+            ("amuniz/test-repos", 735, "OPEN"),
+            ("brydzewski/foo", 1, "MERGED"),
+            ("brydzewski/foo", 2, "DECLINED"),
+        ]
+
+
+async def test_story_key_from_pushed_branch(tmp_path: Path) -> None:
+    raw = PUSH.read_bytes().replace(b'"name": "master"', b'"name": "feature/REL-42-login"')
+    async with daemon(tmp_path) as d:
+        assert (await post(d.url, raw, signed(raw)))[0] == 200
+        keys = d.rows("SELECT key, origin FROM story_keys")
+        assert ("REL-42", "branch") in keys
+
+
+async def test_bad_input_table_stores_nothing(tmp_path: Path) -> None:
+    raw = PUSH.read_bytes()
+    async with daemon(tmp_path) as d:
+        cases = [
+            (raw, {"X-Event-Key": "repo:push", "X-Request-UUID": "a"}, 401),
+            (raw, {**signed(raw, uuid="b"), "X-Hub-Signature": sign(raw + b"x", SECRET)}, 401),
+            (b"{not json", signed(b"{not json", uuid="c"), 400),
+            (b'{"push": 1}', signed(b'{"push": 1}', uuid="d"), 400),
+            (b"x" * 262_145, signed(b"x" * 262_145, uuid="e"), 413),
+            (raw, signed(raw, event="repo:fork", uuid="f"), 202),
+            (raw, signed(raw, event="nope:nothing", uuid="g"), 202),
+        ]
+        for body, headers, expected in cases:
+            status, text = await post(d.url, body, headers)
+            assert status == expected, text
+            assert SECRET not in text
+
+        # Chunked upload without Content-Length: still cut off at the limit.
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(40):
+                yield b"y" * 10_000
+
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(d.url, data=chunks(), headers=signed(b"", uuid="h")) as r,
+        ):
+            assert r.status == 413
+        assert d.rows("SELECT COUNT(*) FROM deliveries") == [(0,)]
+        assert d.rows("SELECT COUNT(*) FROM commits") == [(0,)]
+        # Still alive after all that.
+        assert (await post(d.url, raw, signed(raw, uuid="ok")))[0] == 200
+        async with aiohttp.ClientSession() as s, s.get(d.base + "/metrics") as r:
+            text = await r.text()
+        assert "rcingest_webhook_signature_failures_total 2.0" in text
+        assert 'outcome="too_large"' in text and 'outcome="bad_request"' in text
+
+
+async def test_repeated_delivery_changes_only_last_seen(tmp_path: Path) -> None:
+    raw = PUSH.read_bytes()
+    async with daemon(tmp_path) as d:
+        assert (await post(d.url, raw, signed(raw, uuid="dup")))[0] == 200
+        before = d.rows("SELECT * FROM deliveries")
+        commits_before = d.rows("SELECT * FROM commits")
+        status, text = await post(d.url, raw, signed(raw, uuid="dup", **{"X-Attempt-Number": "1"}))
+        assert status == 200 and "duplicate" in text
+        after = d.rows("SELECT * FROM deliveries")
+        assert len(after) == 1
+        cols = [c[1] for c in d.rows("PRAGMA table_info(deliveries)")]
+        changed = {
+            cols[i] for i, (x, y) in enumerate(zip(before[0], after[0], strict=True)) if x != y
+        }
+        assert changed <= {"last_seen_at"}
+        assert d.rows("SELECT * FROM commits") == commits_before
+
+
+async def test_failed_write_answers_503_and_the_daemon_stays_up(tmp_path: Path) -> None:
+    raw = PUSH.read_bytes()
+    async with daemon(tmp_path, sinks="- {type: test_flaky}") as d:
+        FlakySink.failing = True
+        try:
+            status, text = await post(d.url, raw, signed(raw, uuid="retry-me"))
+            assert status == 503, text
+            async with aiohttp.ClientSession() as s, s.get(d.base + "/readyz") as r:
+                assert r.status == 503
+        finally:
+            FlakySink.failing = False
+        assert d.rows("SELECT COUNT(*) FROM deliveries") == [(0,)]
+        # Bitbucket's retry of the same delivery now succeeds.
+        status, _ = await post(
+            d.url, raw, signed(raw, uuid="retry-me", **{"X-Attempt-Number": "2"})
+        )
+        assert status == 200
+        assert d.rows("SELECT request_uuid, attempt FROM deliveries") == [("retry-me", 2)]
+        assert d.runner.context.stats.get("pipeline.failed_batches") >= 1
+
+
+async def test_health_ready_metrics(tmp_path: Path) -> None:
+    async with daemon(tmp_path) as d:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(d.base + "/healthz") as r:
+                assert r.status == 200
+            async with s.get(d.base + "/readyz") as r:
+                assert r.status == 200, await r.text()
+            raw = PUSH.read_bytes()
+            async with s.post(d.url, data=raw, headers=signed(raw)) as r:
+                assert r.status == 200
+            async with s.get(d.base + "/metrics") as r:
+                assert r.status == 200
+                assert r.headers["Content-Type"].startswith("text/plain")
+                text = await r.text()
+        assert 'rcingest_webhook_deliveries_total{event="repo:push",outcome="stored"} 1.0' in text
+        assert 'rcingest_webhook_records_written_total{type="commit"} 1.0' in text
+        assert "rcingest_webhook_write_latency_seconds_count" in text
+        assert "rcingest_webhook_queue_depth 0.0" in text
+        assert "rcingest_webhook_backfill_requests_total" in text or "backfill" in text
+        # The readiness probe is a real commit: its cursor row is in the database.
+        assert d.rows("SELECT stream FROM source_cursors") == [("webhook.readyz",)]
+
+
+async def test_stop_drains_in_flight_deliveries(tmp_path: Path) -> None:
+    raws = [PUSH.read_bytes()] * 20
+    async with daemon(tmp_path) as d:
+        async with aiohttp.ClientSession() as s:
+
+            async def one(i: int) -> int:
+                async with s.post(d.url, data=raws[i], headers=signed(raws[i], uuid=f"u{i}")) as r:
+                    return r.status
+
+            tasks = [asyncio.create_task(one(i)) for i in range(20)]
+            await asyncio.sleep(0)
+            statuses = await asyncio.gather(*tasks)
+        ok = statuses.count(200)
+        assert ok == 20
+        stored = d.rows("SELECT COUNT(*) FROM deliveries")[0][0]
+        assert stored == ok
+
+
+async def test_insecure_must_be_explicit(tmp_path: Path) -> None:
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(
+        "source: {type: bitbucket_webhook, config: {port: 0}}\n"
+        f"sinks: [{{type: database, config: {{database: '{tmp_path}/x.db'}}}}]\n"
+    )
+    with pytest.raises(ConfigError, match="insecure: true"):
+        load_pipeline(pipeline, registry())
+
+
+async def test_insecure_accepts_unsigned_and_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    raw = PUSH.read_bytes()
+    pipeline_src = "insecure: true"
+    pipeline = tmp_path / "insecure.yaml"
+    pipeline.write_text(
+        "source: {type: bitbucket_webhook, config: "
+        f"{{port: 0, {pipeline_src}, backfill_queue: '{tmp_path}/b2.db'}}}}\n"
+        f"sinks: [{{type: database, config: {{database: '{tmp_path}/y.db'}}}}]\n"
+    )
+    loaded = load_pipeline(pipeline, registry())
+    ctx = RunContext(
+        run_id="i",
+        pipeline_name="i",
+        timezone=ZoneInfo("UTC"),
+        started_at=datetime.now(UTC),
+        base_dir=tmp_path,
+        source_id="i:s",
+        mode="serve",
+    )
+    runner = Runner(loaded, ctx)
+    task = asyncio.create_task(runner.run())
+    while runner.source.bound_port is None:  # type: ignore[attr-defined]
+        await asyncio.sleep(0.01)
+    url = f"http://127.0.0.1:{runner.source.bound_port}/webhooks/bitbucket"  # type: ignore[attr-defined]
+    status, _ = await post(url, raw, {"X-Event-Key": "repo:push", "X-Request-UUID": "x"})
+    await runner.stop()
+    await task
+    assert status == 200
+    assert any("UNSIGNED" in r.getMessage() for r in caplog.records)
