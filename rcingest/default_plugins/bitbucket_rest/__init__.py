@@ -39,7 +39,7 @@ class BitbucketRestConfig(ClientConfig, kw_only=True):
     """``source.config`` of ``type: bitbucket_rest`` (plus the client fields it inherits)."""
 
     #: Workspace slug (or ``{uuid}``).
-    workspace: str  # type: ignore[misc]  # kw_only: a required field may follow defaults
+    workspace: str
     #: Slugs or ``workspace/slug``; omitted = every repository matching the filters below.
     repositories: list[str] | None = None
     #: BBQL filter for the repository listing, e.g. ``project.key = "REL"``.
@@ -62,8 +62,8 @@ class BitbucketRestConfig(ClientConfig, kw_only=True):
     #: Start each branch at the end of its last successful scan (minus the overlap).
     incremental: bool = False
     overlap_minutes: Annotated[float, msgspec.Meta(ge=0)] = 10.0
-    #: Skip the part of the window a saved cursor already covers (crash resume).
-    resume: bool = True
+    #: Not incremental: skip the part of the window a saved cursor already covers.
+    resume: bool = False
     #: Early stop: this many consecutive commits older than the window start ...
     early_stop_commits: Annotated[int, msgspec.Meta(ge=1)] = 100
     #: ... the last of them older than the start by this margin.

@@ -252,10 +252,11 @@ class FakeData:
             raw.append((self.end - spec.step * (m - 1 - i), "main", i, None))
         names = ["main"]
         for k in range(1, spec.branches):
-            key = f"{_PROJECTS[k % len(_PROJECTS)]}-{10 + _n(spec.seed, slug, k) % 990}"
-            names.append(
-                f"{['feature', 'bugfix', 'hotfix'][k % 3]}/{key}-{_TOPICS[(r + k) % len(_TOPICS)]}"
-            )
+            # Branch names depend on k only, so one ``default_branches`` list
+            # fits every repository, as in a workspace with a branching policy.
+            key = f"{_PROJECTS[k % len(_PROJECTS)]}-{10 + _n(spec.seed, k) % 990}"
+            kind = ["feature", "bugfix", "hotfix"][(k - 1) % 3]
+            names.append(f"{kind}/{key}-{_TOPICS[k % len(_TOPICS)]}")
             offset = spec.step * k / (spec.branches + 1)
             for j in range(own):
                 raw.append((self.end - spec.step * (own - 1 - j) - offset, names[k], j, None))
