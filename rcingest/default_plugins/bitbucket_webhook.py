@@ -67,6 +67,8 @@ class WebhookConfig(ClientConfig):
     #: Commits one backfill job lists at most (a created branch has no lower bound).
     backfill_max_commits: Annotated[int, msgspec.Meta(ge=1)] = 1000
     backfill_max_attempts: Annotated[int, msgspec.Meta(ge=1)] = 8
+    #: Seconds before a failed job's first retry; doubles per attempt, at most 15 minutes.
+    backfill_retry_delay: Annotated[float, msgspec.Meta(ge=0)] = 5.0
 
     def __post_init__(self) -> None:
         if self.secret == "":
@@ -135,6 +137,7 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
                 store=BackfillStore(Path(cfg.backfill_queue), cfg.backfill_synchronous),
                 max_commits=cfg.backfill_max_commits,
                 max_attempts=cfg.backfill_max_attempts,
+                retry_delay=cfg.backfill_retry_delay,
                 secrets=frozenset(self._secrets),
             )
         elif cfg.backfill:

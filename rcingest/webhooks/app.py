@@ -58,6 +58,7 @@ class BackfillSettings:
     store: BackfillStore
     max_commits: int = 1000
     max_attempts: int = 8
+    retry_delay: float = 5.0
     poll_interval: float = 5.0
     secrets: frozenset[str] = frozenset()
 
@@ -283,6 +284,7 @@ async def _backfill_context(app: web.Application) -> AsyncIterator[None]:
                 fetch,
                 r.deliver,
                 max_attempts=settings.max_attempts,
+                base_delay=settings.retry_delay,
                 poll_interval=settings.poll_interval,
                 observe=observe,
                 logger=r.logger,

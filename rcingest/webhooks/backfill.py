@@ -130,6 +130,17 @@ class BackfillStore:
 
         return await self._run(pick)
 
+    async def seconds_to_next(self) -> float | None:
+        """Seconds until the earliest pending job is due (0 if one is due), None if none."""
+
+        def earliest(db: sqlite3.Connection) -> float | None:
+            row = db.execute(
+                "SELECT MIN(not_before) FROM backfill_jobs WHERE state = 'pending'"
+            ).fetchone()
+            return None if row is None or row[0] is None else max(0.0, row[0] - time.time())
+
+        return await self._run(earliest)
+
     async def done(self, job_id: int) -> None:
         await self._run(
             lambda db: db.execute(
@@ -245,8 +256,11 @@ class BackfillWorker:
             self._wake.clear()
             stored = await self.store.next_due()
             if stored is None:
+                # Sleep until the next retry is due, new work arrives, or the poll.
+                due = await self.store.seconds_to_next()
+                timeout = self.poll_interval if due is None else min(due, self.poll_interval)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                    await asyncio.wait_for(self._wake.wait(), max(timeout, 0.01))
                 continue
             await self.run_one(stored)
 
