@@ -120,12 +120,16 @@ def pull_request_from_api(
 def repository_from_api(value: dict[str, Any] | api.Repository) -> Repository:
     """A ``Repository`` record from a repository value."""
     r = _as(value, api.Repository)
-    workspace = r.workspace.slug if r.workspace and r.workspace.slug else None
+    # ``full_name`` is authoritative; ``workspace.slug`` only when it has no slash.
+    if "/" in r.full_name:
+        workspace: str | None = r.full_name.split("/", 1)[0]
+    else:
+        workspace = r.workspace.slug if r.workspace else None
     return Repository(
         full_name=r.full_name,
         uuid=r.uuid,
         name=r.name,
-        workspace=workspace or r.full_name.split("/", 1)[0],
+        workspace=workspace,
         is_private=r.is_private,
         mainbranch=r.mainbranch.name if r.mainbranch and r.mainbranch.name else None,
         language=r.language or None,

@@ -70,7 +70,7 @@ def branch_window(
     *,
     incremental: bool,
     overlap: timedelta,
-    resume: bool = True,
+    resume: bool = False,
 ) -> Window | None:
     """The part of ``window`` one branch still needs, given its saved cursor; ``None`` = nothing.
 

@@ -55,6 +55,8 @@ class Faults:
     next_on_empty_last: bool = False
     #: Send ``next`` URLs on this origin instead (e.g. ``http://evil.example``).
     next_origin: str | None = None
+    #: Requests whose path contains a key are answered with its status, every time.
+    fail_paths: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -406,6 +408,9 @@ async def _answer(request: web.Request, handler: Handler, n: int, route: str) ->
         return web.Response(
             status=429, text="Rate limit for this resource has been exceeded", headers=headers
         )
+    for fragment, status in faults.fail_paths.items():
+        if fragment in request.path:
+            return _error(status, f"Injected failure for {fragment}")
     if faults.error_every and n % faults.error_every == 0:
         return _error(faults.error_status, "Something went wrong")
     if route == "diffstat":
