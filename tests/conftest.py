@@ -129,3 +129,97 @@ def write_yaml(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+# --- storage (issue 5): PostgreSQL server and a database per test, SQLite or PostgreSQL --------
+
+_PG_URL_ENV = "RCINGEST_TEST_POSTGRES_URL"
+_PG_REQUIRE_ENV = "RCINGEST_REQUIRE_POSTGRES"
+
+
+def _postgres_binaries() -> bool:
+    import glob
+    import shutil
+
+    return bool(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or shutil.which("initdb") is not None
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Any:
+    """A PostgreSQL URL for tests: ``RCINGEST_TEST_POSTGRES_URL``, or a throwaway cluster.
+
+    Without the variable, starts one with ``.ci/postgres.sh`` when PostgreSQL
+    binaries exist (never installs them from here) and stops it at the end.
+    Otherwise skips, unless ``RCINGEST_REQUIRE_POSTGRES=1``, which fails.
+    """
+    import os
+    import subprocess
+
+    url = os.environ.get(_PG_URL_ENV)
+    if url:
+        yield url
+        return
+    required = os.environ.get(_PG_REQUIRE_ENV) == "1"
+    if not _postgres_binaries():
+        message = f"no PostgreSQL: set {_PG_URL_ENV} or install the server (.ci/postgres.sh)"
+        if required:
+            pytest.fail(message)
+        pytest.skip(message)
+    script = Path(__file__).resolve().parent.parent / ".ci" / "postgres.sh"
+    done = subprocess.run(
+        ["bash", str(script)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "RCINGEST_PG_NO_INSTALL": "1"},
+        timeout=120,
+        check=False,
+    )
+    exports = dict(
+        line.removeprefix("export ").split("=", 1)
+        for line in done.stdout.splitlines()
+        if line.startswith("export ")
+    )
+    if done.returncode != 0 or _PG_URL_ENV not in exports:
+        message = f".ci/postgres.sh failed ({done.returncode}): {done.stderr[-800:]}"
+        if required:
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield exports[_PG_URL_ENV]
+    finally:
+        subprocess.run(
+            ["bash", str(script), "stop", exports["RCINGEST_TEST_POSTGRES_DIR"]],
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url: str) -> Any:
+    """A fresh, empty PostgreSQL database for one test (dropped afterwards)."""
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg2
+
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    admin = psycopg2.connect(postgres_server_url)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        parts = urlsplit(postgres_server_url)
+        yield urlunsplit(parts._replace(path=f"/{name}"))
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The ``database`` setting of a fresh database: a SQLite file, then a PostgreSQL URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "db" / "commits.db")
+    return str(request.getfixturevalue("postgres_url"))

@@ -1,0 +1,213 @@
+"""Story keys: the extraction table (real messages, branch names, look-alikes), the enricher."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from rcingest.default_plugins.story_keys import StoryKeysConfig, StoryKeysEnricher
+from rcingest.interfaces import RunContext
+from rcingest.plugins import Registry, make_plugin_manager
+from rcingest.records import (
+    Commit,
+    PullRequest,
+    PullRequestRef,
+    Repository,
+    StoryKey,
+    WebhookDelivery,
+)
+from rcingest.storykeys import DEFAULT_IGNORE, KeyExtractor, merge_story_keys
+
+FIXTURES = Path(__file__).parent / "fixtures" / "bitbucket"
+NOW = datetime(2026, 11, 23, tzinfo=UTC)
+
+# (text, strict keys, lenient keys): commit messages and branch names as people
+# write them, and the look-alikes that must not become keys.
+TABLE: list[tuple[str, list[str], list[str]]] = [
+    ("JENKINS-75182 Fix NPE when the diffstat is empty", ["JENKINS-75182"], ["JENKINS-75182"]),
+    ("[JENKINS-74980] Use the API token", ["JENKINS-74980"], ["JENKINS-74980"]),
+    ("REL-12: login throttling (follow-up to REL-9)", ["REL-12", "REL-9"], ["REL-12", "REL-9"]),
+    ("Merged in feature/REL-12-login (pull request #42)", ["REL-12"], ["REL-12"]),
+    ("feature/REL-12-login", ["REL-12"], ["REL-12"]),
+    ("bugfix/OPS-7_timeout", ["OPS-7"], ["OPS-7"]),
+    ("hotfix-OPS-8", ["OPS-8"], ["OPS-8"]),
+    ("(OPS-1) #comment deployed #time 1h", ["OPS-1"], ["OPS-1"]),
+    ("MY_PROJ-4 keys may hold an underscore", ["MY_PROJ-4"], ["PROJ-4"]),
+    ("J2-123 digits in a project key", ["J2-123"], ["J2-123"]),
+    ("REL-12 and REL-12 again", ["REL-12"], ["REL-12"]),
+    ("rel-12 lower case", [], ["REL-12"]),
+    ("feature/rel-12-login", [], ["REL-12"]),
+    ("Rel-12 mixed case", [], ["REL-12"]),
+    # Not keys in either mode.
+    ("Convert to UTF-8", [], []),
+    ("hash with SHA-256 and sha-1", [], []),
+    ("dates in ISO-8601", [], []),
+    ("X-509 certificates", [], []),
+    ("patch CVE-2021-44228 (log4shell)", [], []),
+    ("times in UTC-7 for Phoenix", [], []),
+    ("REL-0 has no issue zero", [], []),
+    ("REL-012 has a leading zero", [], []),
+    ("xREL-12 is inside a word", [], ["XREL-12"]),  # lenient: a key of its own
+    ("REL-12b is inside a word", [], []),
+    ("REL-12x", [], []),
+    ("2REL-12", [], []),
+    ("REL 12 has no hyphen", [], []),
+    ("22-123 has no project", [], []),
+    ("A-1 is a single letter", [], []),
+    ("non-blocking read-through cache", [], []),
+    ("Release/release 1", [], []),
+    ("release/release-1", [], []),  # lenient's RELEASE is in the default ignore list
+    ('Revert "Add retry"\n\nThis reverts commit 0a1b2c3d.', [], []),
+    ("", [], []),
+    ("修改密码验证\n", [], []),
+]
+
+
+@pytest.mark.parametrize(("text", "strict", "lenient"), TABLE)
+def test_extraction_table(text: str, strict: list[str], lenient: list[str]) -> None:
+    assert KeyExtractor("strict").find(text) == strict
+    assert KeyExtractor("lenient").find(text) == lenient
+
+
+def test_fixture_branch_names() -> None:
+    """The branch list of a real repository: feature/BB-1 and BB-2 are keys, release-1 is not."""
+    data = json.loads((FIXTURES / "rest_refs-branches-list_jenkins.json").read_text())
+    names = [b["name"] for b in data["values"]]
+    assert sorted(names) == ["feature/BB-1", "feature/BB-2", "master", "release/release-1"]
+    strict = KeyExtractor("strict")
+    assert {n: strict.find(n) for n in names} == {
+        "feature/BB-1": ["BB-1"],
+        "feature/BB-2": ["BB-2"],
+        "master": [],
+        "release/release-1": [],
+    }
+    # The lenient trap: release-1 matches the lenient pattern; the ignore list
+    # drops it, and an empty ignore list lets it through.
+    assert KeyExtractor("lenient").find("release/release-1") == []
+    assert KeyExtractor("lenient", ignore=[]).find("release/release-1") == ["RELEASE-1"]
+
+
+def test_fixture_messages_and_titles_hold_no_keys() -> None:
+    """No commit message or PR title in the fixtures holds a key (nor a false positive)."""
+    texts = []
+    for path in sorted(FIXTURES.glob("*.json")):
+
+        def walk(node: object) -> None:
+            if isinstance(node, dict):
+                for k, v in node.items():
+                    if k in ("message", "title") and isinstance(v, str):
+                        texts.append(v)
+                    walk(v)
+            elif isinstance(node, list):
+                for v in node:
+                    walk(v)
+
+        walk(json.loads(path.read_text(encoding="utf-8")))
+    assert len(texts) > 20
+    extractor = KeyExtractor("strict")
+    # "BUILD test" (a PR title) and "[CI] Release version 1.0.0" must not match.
+    assert [t for t in texts if extractor.find(t)] == []
+
+
+def test_projects_allow_list_replaces_the_ignore_list() -> None:
+    text = "REL-1 OPS-2 ABC-3 UTF-8"
+    assert KeyExtractor(projects=["rel", "OPS"]).find(text) == ["REL-1", "OPS-2"]
+    # An allow-list decides alone: a listed look-alike is kept.
+    assert KeyExtractor(projects=["UTF"]).find(text) == ["UTF-8"]
+    assert KeyExtractor(ignore=[]).find("UTF-8") == ["UTF-8"]
+    assert "UTF" in DEFAULT_IGNORE and "SHA" in DEFAULT_IGNORE and "ISO" in DEFAULT_IGNORE
+
+
+def test_bad_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="mode must be"):
+        KeyExtractor("loose")  # type: ignore[arg-type]
+
+
+def test_merge_unites_origins_and_keeps_order() -> None:
+    existing = [StoryKey("REL-1", ("branch",)), StoryKey("OPS-2", ("message",))]
+    merged = merge_story_keys(existing, {"REL-1": ["message", "branch"], "NEW-3": ["pr_title"]})
+    assert merged == [
+        StoryKey("REL-1", ("branch", "message")),
+        StoryKey("OPS-2", ("message",)),
+        StoryKey("NEW-3", ("pr_title",)),
+    ]
+    assert merge_story_keys(merged, {"REL-1": ["message"]}) == merged
+    assert merge_story_keys(existing, {}) == existing
+
+
+def _enricher(**config: object) -> StoryKeysEnricher:
+    ctx = RunContext(
+        run_id="t",
+        pipeline_name="t",
+        timezone=ZoneInfo("America/Phoenix"),
+        started_at=NOW,
+        base_dir=Path("."),
+        source_id="t:src",
+    )
+    return StoryKeysEnricher(StoryKeysConfig(**config), ctx)  # type: ignore[arg-type]
+
+
+def test_enricher_commit_all_origins() -> None:
+    commit = Commit(
+        hash="a" * 40,
+        repository="acme/api",
+        date=NOW,
+        message="REL-12 login throttling",
+        branches=["feature/REL-12-login", "main", "release/OPS-3"],
+        pull_requests=[PullRequestRef(7, "OPS-3 and REL-12: ship", "feature/ABC-9-x")],
+    )
+    out = _enricher().enrich(commit)
+    assert isinstance(out, Commit)
+    assert out.story_keys == [
+        StoryKey("REL-12", ("message", "branch", "pr_title")),
+        StoryKey("OPS-3", ("branch", "pr_title")),
+        StoryKey("ABC-9", ("pr_branch",)),
+    ]
+    assert commit.story_keys == []  # the input is not changed
+    assert _enricher().enrich(out) is out  # enriching twice changes nothing
+
+
+def test_enricher_pull_request_and_other_records() -> None:
+    pr = PullRequest(
+        id=1,
+        repository="acme/api",
+        title="REL-5 tidy",
+        state="OPEN",
+        source_branch="bugfix/REL-6",
+        destination_branch="main",
+        created_on=NOW,
+        updated_on=NOW,
+        story_keys=[StoryKey("OLD-1", ("pr_title",))],
+    )
+    out = _enricher().enrich(pr)
+    assert isinstance(out, PullRequest)
+    assert [(k.key, k.origins) for k in out.story_keys] == [
+        ("OLD-1", ("pr_title",)),
+        ("REL-5", ("pr_title",)),
+        ("REL-6", ("pr_branch",)),
+    ]
+    repo = Repository(full_name="acme/REL-1")
+    delivery = WebhookDelivery(request_uuid="u", event="repo:push", received_at=NOW)
+    assert _enricher().enrich(repo) is repo
+    assert _enricher().enrich(delivery) is delivery
+    plain = Commit(hash="b" * 40, repository="acme/api", date=NOW, message="no keys here")
+    assert _enricher().enrich(plain) is plain
+
+
+def test_enricher_lenient_with_projects() -> None:
+    commit = Commit(
+        hash="c" * 40, repository="a/b", date=NOW, message="rel-1 ops-2 abc-3", branches=[]
+    )
+    out = _enricher(mode="lenient", projects=["REL", "OPS"]).enrich(commit)
+    assert [k.key for k in out.story_keys] == ["REL-1", "OPS-2"]  # type: ignore[union-attr]
+
+
+def test_enricher_is_registered_as_story_keys() -> None:
+    registry = Registry(make_plugin_manager(only_builtins=True))
+    registered = registry.get("enricher", "story_keys")
+    assert registered.component is StoryKeysEnricher
+    assert registered.distribution == "rcingest"
