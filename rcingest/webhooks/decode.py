@@ -32,6 +32,7 @@ __all__ = [
     "Decoded",
     "DeliveryHeaders",
     "decode",
+    "header_value",
     "read_headers",
 ]
 
@@ -94,7 +95,8 @@ class DeliveryHeaders(msgspec.Struct, frozen=True):
     attempt: int
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
+def header_value(headers: Mapping[str, str], name: str) -> str | None:
+    """A header's stripped value, case-insensitively even for a plain dict; None if empty."""
     value = headers.get(name)
     if value is None:
         lowered = name.lower()
@@ -104,17 +106,17 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 
 def read_headers(headers: Mapping[str, str]) -> DeliveryHeaders:
     """The delivery headers; raise :class:`DecodeError` when ``X-Event-Key`` is missing."""
-    event = _header(headers, "X-Event-Key")
+    event = header_value(headers, "X-Event-Key")
     if event is None:
         raise DecodeError("missing X-Event-Key header")
-    attempt_raw = _header(headers, "X-Attempt-Number")
+    attempt_raw = header_value(headers, "X-Attempt-Number")
     try:
         attempt = max(1, int(attempt_raw)) if attempt_raw else 1
     except ValueError:
         attempt = 1
     # Bitbucket Data Center names the request id X-Request-Id.
-    request_uuid = _header(headers, "X-Request-UUID") or _header(headers, "X-Request-Id")
-    return DeliveryHeaders(event, request_uuid, _header(headers, "X-Hook-UUID"), attempt)
+    request_uuid = header_value(headers, "X-Request-UUID") or header_value(headers, "X-Request-Id")
+    return DeliveryHeaders(event, request_uuid, header_value(headers, "X-Hook-UUID"), attempt)
 
 
 # ---- payload shapes (lenient: only the fields used) -------------------------

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from rcingest.webhooks.decode import Decoded, DecodeError, decode
+from rcingest.webhooks.decode import Decoded, DecodeError, decode, header_value
 from rcingest.webhooks.verify import AuthError, authenticate
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "Verdict", "receive", "too_large"]
@@ -71,7 +71,7 @@ def receive(
             reason=f"body exceeds the limit of {max_body_bytes} bytes",
             outcome="too_large",
         )
-    event = headers.get("X-Event-Key") or ""
+    event = header_value(headers, "X-Event-Key") or ""
     # Authenticity first, on the raw bytes, before anything is parsed.
     try:
         authenticate(headers, body, secret=secret, accept_secret_header=accept_secret_header)
