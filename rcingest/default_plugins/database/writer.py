@@ -69,7 +69,9 @@ def _insert(
             data = [_stamped(row, stamps) for row in data]
         if extra:
             data = [row + extra for row in data]
-        db.cursor().executemany(sql, data)  # type: ignore[no-untyped-call]
+        # peewee's wrapper turns sqlite3 errors into peewee's own, as execute() does.
+        with peewee.__exception_wrapper__:
+            db.cursor().executemany(sql, data)  # type: ignore[no-untyped-call]
         return len(data)
     chunk = max(1, _MAX_PARAMS // len(fields))
     for start in range(0, len(data), chunk):

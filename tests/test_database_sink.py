@@ -1,0 +1,511 @@
+"""The database sink against real SQLite files and a real PostgreSQL (never mocked).
+
+Most tests run twice through the ``database_spec`` fixture: once on a fresh
+SQLite file, once on a fresh PostgreSQL database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import msgspec
+import pytest
+
+from rcingest.default_plugins.database import DatabaseConfig, DatabaseSink
+from rcingest.default_plugins.database.connect import open_database, redact
+from rcingest.default_plugins.database.models import make_models
+from rcingest.default_plugins.database.schema import CURRENT_VERSION, SchemaError
+from rcingest.errors import ConfigError, RunFailed
+from rcingest.interfaces import Batch, RunContext, StateStore, Window
+from rcingest.records import (
+    Checkpoint,
+    Commit,
+    FileChange,
+    PullRequest,
+    PullRequestRef,
+    Repository,
+    StoryKey,
+    WebhookDelivery,
+)
+
+T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+TABLES = [
+    "repositories",
+    "commits",
+    "commit_branches",
+    "commit_files",
+    "story_keys",
+    "pull_requests",
+    "pull_request_commits",
+    "pull_request_story_keys",
+    "deliveries",
+    "source_cursors",
+]
+
+
+def make_context(tmp_path: Path, run_id: str = "run-1", **kw: Any) -> RunContext:
+    return RunContext(
+        run_id=run_id,
+        pipeline_name="test",
+        timezone=ZoneInfo("America/Phoenix"),
+        started_at=datetime.now(UTC),
+        base_dir=tmp_path,
+        source_id="test:src",
+        **kw,
+    )
+
+
+def commit(n: int, **kw: Any) -> Commit:
+    fields: dict[str, Any] = {
+        "hash": f"{n:040x}",
+        "repository": "acme/api",
+        "date": T0 + timedelta(minutes=n),
+        "branches": ["main"],
+        "author_raw": "Ada <ada@example.com>",
+        "author_name": "Ada",
+        "author_account_id": "557058:ada",
+        "message": f"REL-{n} change {n}\n\nbody",
+        "parents": [f"{n - 1:040x}"],
+        "files": [FileChange(f"src/f{n}.py", "modified", None, 3, 1)],
+        "story_keys": [StoryKey(f"REL-{n}", ("message",))],
+    }
+    fields.update(kw)
+    return Commit(**fields)
+
+
+def pull_request(**kw: Any) -> PullRequest:
+    fields: dict[str, Any] = {
+        "id": 7,
+        "repository": "acme/api",
+        "title": "REL-1 login",
+        "state": "OPEN",
+        "source_branch": "feature/REL-1",
+        "destination_branch": "main",
+        "created_on": T0,
+        "updated_on": T0,
+        "commit_hashes": [f"{1:040x}"],
+        "story_keys": [StoryKey("REL-1", ("pr_title", "pr_branch"))],
+    }
+    fields.update(kw)
+    return PullRequest(**fields)
+
+
+async def write_run(
+    spec: str, tmp_path: Path, batches: list[Batch], run_id: str = "run-1", **kw: Any
+) -> RunContext:
+    ctx = make_context(tmp_path, run_id)
+    sink = DatabaseSink(DatabaseConfig(database=spec, **kw), ctx)
+    async with sink:
+        for batch in batches:
+            await sink.write(batch)
+            await sink.flush()
+        ctx.window = Window(T0 - timedelta(hours=4), T0)
+        ctx.status = "succeeded"
+    return ctx
+
+
+def dump(spec: str, tables: list[str] = TABLES) -> dict[str, list[dict[str, Any]]]:
+    """Every row of ``tables``, sorted, read through fresh models (so both databases compare)."""
+    db, _ = open_database(spec)
+    models = make_models(db)
+    by_table = {m._meta.table_name: m for m in models.all()}
+    out: dict[str, list[dict[str, Any]]] = {}
+    with db.connection_context():
+        for table in tables:
+            rows = list(by_table[table].select().dicts())
+            out[table] = sorted(rows, key=lambda r: json.dumps(r, sort_keys=True, default=str))
+    db.close()
+    return out
+
+
+def without(rows: dict[str, list[dict[str, Any]]], *names: str) -> dict[str, list[dict[str, Any]]]:
+    return {
+        t: [{k: v for k, v in r.items() if k not in names} for r in rs] for t, rs in rows.items()
+    }
+
+
+# -- upserts and replays ----------------------------------------------------------------------
+
+
+async def test_replay_changes_only_last_seen_at(database_spec: str, tmp_path: Path) -> None:
+    batch = Batch(
+        [Repository(full_name="acme/api", mainbranch="main"), commit(1), commit(2), pull_request()],
+        [Checkpoint("acme/api:main", {"head": "2"})],
+    )
+    await write_run(database_spec, tmp_path, [batch], "run-1")
+    first = dump(database_spec)
+    await asyncio.sleep(0.01)
+    await write_run(database_spec, tmp_path, [batch], "run-2")
+    second = dump(database_spec)
+    assert {t: len(r) for t, r in second.items()} == {
+        "repositories": 1,
+        "commits": 2,
+        "commit_branches": 2,
+        "commit_files": 2,
+        "story_keys": 2,
+        "pull_requests": 1,
+        "pull_request_commits": 1,
+        "pull_request_story_keys": 2,
+        "deliveries": 0,
+        "source_cursors": 1,
+    }
+    assert without(second, "last_seen_at", "updated_at") == without(
+        first, "last_seen_at", "updated_at"
+    )
+    for table in ("commits", "repositories", "pull_requests"):
+        for old, new in zip(first[table], second[table], strict=True):
+            assert new["first_seen_at"] == old["first_seen_at"]
+            assert new["last_seen_at"] > old["last_seen_at"]
+    row = first["commits"][0]
+    assert row["committed_at"] == datetime(2026, 11, 20, 12, 1)  # UTC, stored without offset
+    assert row["parents"] == f"{0:040x}"
+    assert row["files_known"] is True
+
+
+async def test_replay_adds_branches_files_keys_and_never_erases(
+    database_spec: str, tmp_path: Path
+) -> None:
+    await write_run(database_spec, tmp_path, [Batch([commit(1)])], "run-1")
+    before = dump(database_spec, ["commits"])["commits"][0]
+    # A webhook delivery of the same commit: a new branch and key, no file
+    # list, no linked account. It adds; it must not erase.
+    later = commit(
+        1,
+        branches=["feature/OPS-2"],
+        author_name=None,
+        author_account_id=None,
+        files=None,
+        story_keys=[StoryKey("OPS-2", ("branch",)), StoryKey("REL-1", ("branch",))],
+        pull_requests=[PullRequestRef(7, "x", "y")],
+    )
+    await write_run(database_spec, tmp_path, [Batch([later])], "run-2")
+    more_files = commit(1, files=[FileChange("src/new.py", "added", None, 9, 0)])
+    await write_run(database_spec, tmp_path, [Batch([more_files])], "run-3")
+    rows = dump(database_spec)
+    (c,) = rows["commits"]
+    assert c["author_name"] == "Ada" and c["author_account_id"] == "557058:ada"
+    assert c["files_known"] is True
+    assert c["first_seen_at"] == before["first_seen_at"]
+    assert [(b["branch"]) for b in rows["commit_branches"]] == ["feature/OPS-2", "main"]
+    assert sorted(f["path"] for f in rows["commit_files"]) == ["src/f1.py", "src/new.py"]
+    assert sorted((k["key"], k["origin"]) for k in rows["story_keys"]) == [
+        ("OPS-2", "branch"),
+        ("REL-1", "branch"),
+        ("REL-1", "message"),
+    ]
+    assert [(p["pull_request_id"], p["commit_hash"]) for p in rows["pull_request_commits"]] == [
+        (7, f"{1:040x}")
+    ]
+
+
+async def test_same_commit_twice_in_one_batch(database_spec: str, tmp_path: Path) -> None:
+    """PostgreSQL refuses an upsert touching a row twice; the sink folds duplicates."""
+    pushed = commit(3, files=None)
+    completed = commit(3, branches=["main", "dev"])
+    await write_run(database_spec, tmp_path, [Batch([pushed, completed, pushed])])
+    rows = dump(database_spec)
+    assert len(rows["commits"]) == 1 and rows["commits"][0]["files_known"] is True
+    assert len(rows["commit_branches"]) == 2 and len(rows["commit_files"]) == 1
+
+
+async def test_pull_request_updates_and_keys(database_spec: str, tmp_path: Path) -> None:
+    await write_run(database_spec, tmp_path, [Batch([pull_request()])], "run-1")
+    merged = pull_request(
+        state="MERGED",
+        title="REL-1 login, OPS-3",
+        updated_on=T0 + timedelta(hours=1),
+        merge_commit="abcdef123456",
+        commit_hashes=[f"{1:040x}", f"{2:040x}"],
+        story_keys=[StoryKey("REL-1", ("pr_title",)), StoryKey("OPS-3", ("pr_title",))],
+    )
+    await write_run(database_spec, tmp_path, [Batch([merged])], "run-2")
+    rows = dump(database_spec)
+    (pr,) = rows["pull_requests"]
+    assert (pr["state"], pr["title"], pr["merge_commit"]) == (
+        "MERGED",
+        "REL-1 login, OPS-3",
+        "abcdef123456",
+    )
+    assert pr["updated_on"] == datetime(2026, 11, 20, 13, 0)
+    assert len(rows["pull_request_commits"]) == 2
+    assert sorted((k["key"], k["origin"]) for k in rows["pull_request_story_keys"]) == [
+        ("OPS-3", "pr_title"),
+        ("REL-1", "pr_branch"),
+        ("REL-1", "pr_title"),
+    ]
+    assert [r["full_name"] for r in rows["repositories"]] == ["acme/api"]
+
+
+async def test_repeated_delivery_changes_only_last_seen_and_attempt(
+    database_spec: str, tmp_path: Path
+) -> None:
+    first = WebhookDelivery(
+        request_uuid="req-1",
+        event="repo:push",
+        received_at=T0,
+        hook_uuid="{hook}",
+        attempt=1,
+        repository="acme/api",
+        outcome="stored",
+        content_key="k1",
+    )
+    await write_run(database_spec, tmp_path, [Batch([first])], "run-1")
+    (before,) = dump(database_spec, ["deliveries"])["deliveries"]
+    retry = msgspec.structs.replace(
+        first, attempt=3, received_at=T0 + timedelta(seconds=5), outcome="duplicate"
+    )
+    await write_run(database_spec, tmp_path, [Batch([retry])], "run-2")
+    lower = msgspec.structs.replace(first, attempt=2)
+    await write_run(database_spec, tmp_path, [Batch([lower])], "run-3")
+    (after,) = dump(database_spec, ["deliveries"])["deliveries"]
+    assert after["attempt"] == 3
+    assert after["last_seen_at"] > before["last_seen_at"]
+    assert {k: v for k, v in after.items() if k not in ("attempt", "last_seen_at")} == {
+        k: v for k, v in before.items() if k not in ("attempt", "last_seen_at")
+    }
+    assert before["received_at"] == datetime(2026, 11, 20, 12, 0)
+
+
+# -- cursors ------------------------------------------------------------------------------
+
+
+async def test_cursors_saved_with_rows_and_loaded(database_spec: str, tmp_path: Path) -> None:
+    batches = [
+        Batch([commit(1)], [Checkpoint("a", {"n": 1}), Checkpoint("ack-only", None)]),
+        Batch([commit(2)], [Checkpoint("a", {"n": 2}), Checkpoint("b", {"when": "x"})]),
+    ]
+    await write_run(database_spec, tmp_path, batches)
+    ctx = make_context(tmp_path, "run-2")
+    sink = DatabaseSink(DatabaseConfig(database=database_spec), ctx)
+    assert isinstance(sink, StateStore)
+    async with sink:
+        assert await sink.load_cursors("test:src") == {"a": {"n": 2}, "b": {"when": "x"}}
+        assert await sink.load_cursors("other") == {}
+        await sink.save_cursors("other", [Checkpoint("s", {"k": [1, 2]})])
+        assert await sink.load_cursors("other") == {"s": {"k": [1, 2]}}
+        ctx.status = "succeeded"
+
+
+async def test_failed_batch_saves_neither_rows_nor_cursor(
+    database_spec: str, tmp_path: Path
+) -> None:
+    await write_run(database_spec, tmp_path, [Batch([commit(1)], [Checkpoint("a", {"n": 1})])])
+    ctx = make_context(tmp_path, "run-2")
+    sink = DatabaseSink(DatabaseConfig(database=database_spec), ctx)
+    # A commit without a date violates NOT NULL after other rows of the same
+    # transaction went in: all of it, cursor included, must roll back.
+    broken = commit(3, date=None, repository="acme/other")
+    with pytest.raises(RunFailed, match="writing a batch failed"):
+        async with sink:
+            await sink.write(Batch([commit(2), broken], [Checkpoint("a", {"n": 3})]))
+    ctx.status = "failed"
+    rows = dump(database_spec)
+    assert [c["hash"] for c in rows["commits"]] == [f"{1:040x}"]
+    assert [json.loads(c["state"]) for c in rows["source_cursors"]] == [{"n": 1}]
+
+
+# -- runs ---------------------------------------------------------------------------------
+
+
+async def test_runs_row_from_enter_to_exit(database_spec: str, tmp_path: Path) -> None:
+    ctx = make_context(tmp_path, "run-9", git_sha="f" * 40)
+    sink = DatabaseSink(DatabaseConfig(database=database_spec), ctx)
+    async with sink:
+        (row,) = _runs(database_spec)
+        assert row["status"] == "running" and row["finished_at"] is None
+        await sink.write(Batch([commit(1), commit(2), pull_request()]))
+        (row,) = _runs(database_spec)
+        assert json.loads(row["counts"])["commit"] == 2
+        ctx.window = Window(T0 - timedelta(hours=4), T0)
+        ctx.status = "interrupted"
+    (row,) = _runs(database_spec)
+    assert row["status"] == "interrupted"
+    assert row["finished_at"] is not None
+    assert (row["window_start"], row["window_end"]) == (
+        datetime(2026, 11, 20, 8, 0),
+        datetime(2026, 11, 20, 12, 0),
+    )
+    assert json.loads(row["counts"]) == {"commit": 2, "pull_request": 1, "rows": 13}
+    assert (row["pipeline"], row["source_id"], row["mode"], row["git_sha"]) == (
+        "test",
+        "test:src",
+        "run",
+        "f" * 40,
+    )
+
+
+def _runs(spec: str) -> list[dict[str, Any]]:
+    db, _ = open_database(spec)
+    models = make_models(db)
+    with db.connection_context():
+        rows = list(models.runs.select().dicts())
+    db.close()
+    return rows
+
+
+# -- schema versions ----------------------------------------------------------------------
+
+V0_SQL = [
+    "CREATE TABLE commits (hash TEXT PRIMARY KEY, repository TEXT NOT NULL, author TEXT NOT NULL,"
+    " date TIMESTAMP NOT NULL, message TEXT NOT NULL, seen_at TIMESTAMP NOT NULL)",
+    "CREATE TABLE commit_branches (commit_hash TEXT NOT NULL, branch TEXT NOT NULL,"
+    " PRIMARY KEY (commit_hash, branch))",
+    "INSERT INTO commits VALUES ('" + "a" * 40 + "', 'acme/old', 'Old <o@example.com>',"
+    " '2025-01-02 03:04:05', 'OLD-1 legacy', '2025-01-03 00:00:00')",
+    "INSERT INTO commit_branches VALUES ('" + "a" * 40 + "', 'main')",
+]
+
+
+def _execute(spec: str, statements: list[str]) -> None:
+    db, _ = open_database(spec)
+    with db.connection_context():
+        for sql in statements:
+            db.execute_sql(sql)
+    db.close()
+
+
+async def test_version_0_database_is_upgraded_in_place(
+    database_spec: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hand-made prototype (version 0) database: upgraded on open, its rows kept."""
+    _execute(database_spec, V0_SQL)
+    caplog.set_level(logging.INFO, logger="rcingest")
+    await write_run(database_spec, tmp_path, [Batch([commit(1)])])
+    assert "schema upgraded from version 0 to 1" in caplog.text
+    rows = dump(database_spec)
+    old = next(c for c in rows["commits"] if c["repository"] == "acme/old")
+    assert old["author_raw"] == "Old <o@example.com>"
+    assert old["committed_at"] == datetime(2025, 1, 2, 3, 4, 5)
+    assert old["first_seen_at"] == old["last_seen_at"] == datetime(2025, 1, 3)
+    assert len(rows["commits"]) == 2 and len(rows["commit_branches"]) == 2
+    db, _ = open_database(database_spec)
+    with db.connection_context():
+        assert "seen_at" not in {c.name for c in db.get_columns("commits")}
+        assert db.execute_sql("SELECT version FROM schema_version").fetchall() == [(1,)]
+    db.close()
+    # Opening again is a no-op.
+    await write_run(database_spec, tmp_path, [Batch([commit(1)])], "run-2")
+
+
+async def test_newer_schema_is_refused_untouched(database_spec: str, tmp_path: Path) -> None:
+    await write_run(database_spec, tmp_path, [Batch([commit(1)])])
+    _execute(database_spec, [f"UPDATE schema_version SET version = {CURRENT_VERSION + 1}"])
+    before = dump(database_spec)
+    ctx = make_context(tmp_path, "run-2")
+    sink = DatabaseSink(DatabaseConfig(database=database_spec), ctx)
+    with pytest.raises(SchemaError) as info:
+        async with sink:
+            pass
+    message = str(info.value)
+    assert f"schema version {CURRENT_VERSION + 1}, written by a newer rcingest" in message
+    assert "Upgrade rcingest" in message
+    assert redact(database_spec) in message
+    assert dump(database_spec) == before
+    assert [r["id"] for r in _runs(database_spec)] == ["run-1"]
+
+
+def test_fresh_database_has_current_version(database_spec: str, tmp_path: Path) -> None:
+    asyncio.run(write_run(database_spec, tmp_path, []))
+    db, _ = open_database(database_spec)
+    with db.connection_context():
+        assert db.execute_sql("SELECT version FROM schema_version").fetchall() == [
+            (CURRENT_VERSION,)
+        ]
+        assert set(TABLES) | {"runs", "schema_version"} <= set(db.get_tables())
+    db.close()
+
+
+# -- SQLite specifics, PostgreSQL specifics, both at once ----------------------------------------
+
+
+async def test_sqlite_wal_busy_timeout_and_folders(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "er" / "commits.db"
+    await write_run(str(path), tmp_path, [Batch([commit(1)])], busy_timeout_ms=1234)
+    assert path.exists()
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    con.close()
+    db, _ = open_database(str(path), busy_timeout_ms=1234, synchronous="FULL")
+    with db.connection_context():
+        assert db.execute_sql("PRAGMA busy_timeout").fetchone() == (1234,)
+        assert db.execute_sql("PRAGMA synchronous").fetchone() == (2,)  # FULL
+    db.close()
+
+
+def test_bad_database_settings_are_clear(tmp_path: Path) -> None:
+    ctx = make_context(tmp_path)
+    with pytest.raises(ConfigError, match="unsupported URL scheme"):
+        DatabaseSink(DatabaseConfig(database="mysql://u:hunter2@h/db"), ctx)
+    with pytest.raises(ConfigError) as info:
+        DatabaseSink(DatabaseConfig(database="postgresql://u:hunter2@h:5432/"), ctx)
+    assert "names no database" in str(info.value) and "hunter2" not in str(info.value)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="cannot create folder"):
+        DatabaseSink(DatabaseConfig(database=str(blocker / "sub" / "x.db")), ctx)
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert({"synchronous": "OFF"}, DatabaseConfig)
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert({"busy_timeout_ms": -1}, DatabaseConfig)
+
+
+@pytest.mark.postgres
+async def test_wrong_password_message_is_redacted(
+    postgres_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(postgres_url)
+    wrong = "wrong-pass-s3cret"
+    netloc = f"{parts.username}:{wrong}@{parts.hostname}:{parts.port}"
+    url = urlunsplit(parts._replace(netloc=netloc))
+    caplog.set_level(logging.DEBUG)
+    ctx = make_context(tmp_path)
+    sink = DatabaseSink(DatabaseConfig(database=url), ctx)
+    with pytest.raises(RunFailed) as info:
+        async with sink:
+            pass
+    message = str(info.value)
+    assert "opening failed" in message and "***" in message
+    assert wrong not in message and wrong not in caplog.text
+    assert parts.password is not None and parts.password not in message
+
+
+@pytest.mark.postgres
+async def test_sqlite_and_postgres_sinks_side_by_side(postgres_url: str, tmp_path: Path) -> None:
+    """Two sinks in one process and one loop, each with its own database and models."""
+    sqlite_path = str(tmp_path / "side.db")
+    ctx_a, ctx_b = make_context(tmp_path, "a"), make_context(tmp_path, "b")
+    a = DatabaseSink(DatabaseConfig(database=sqlite_path), ctx_a)
+    b = DatabaseSink(DatabaseConfig(database=postgres_url), ctx_b)
+    async with a, b:
+        await asyncio.gather(
+            a.write(Batch([commit(1)], [Checkpoint("s", {"x": "a"})])),
+            b.write(Batch([commit(2), commit(3)], [Checkpoint("s", {"x": "b"})])),
+        )
+        assert await a.load_cursors("test:src") == {"s": {"x": "a"}}
+        assert await b.load_cursors("test:src") == {"s": {"x": "b"}}
+        ctx_a.status = ctx_b.status = "succeeded"
+    assert [c["hash"] for c in dump(sqlite_path)["commits"]] == [f"{1:040x}"]
+    assert len(dump(postgres_url)["commits"]) == 2
+
+
+@pytest.mark.postgres
+async def test_sqlite_and_postgres_store_the_same_rows(postgres_url: str, tmp_path: Path) -> None:
+    sqlite_path = str(tmp_path / "same.db")
+    delivery = WebhookDelivery(request_uuid="r", event="repo:push", received_at=T0)
+    batch = Batch(
+        [Repository(full_name="acme/api", is_private=True), commit(1), pull_request(), delivery],
+        [Checkpoint("a", {"n": 1})],
+    )
+    for spec in (sqlite_path, postgres_url):
+        await write_run(spec, tmp_path, [batch])
+    stamps = ("first_seen_at", "last_seen_at", "updated_at")
+    assert without(dump(sqlite_path), *stamps) == without(dump(postgres_url), *stamps)
