@@ -164,6 +164,7 @@ class BitbucketClient:
             max_time=config.max_time,
             jitter=None,
             on_backoff=self._on_backoff,
+            logger=None,  # retries are logged (redacted) by _on_backoff, give-ups raised
             base=config.backoff_base,
             cap=config.backoff_max,
         )(self._attempt)

@@ -160,6 +160,30 @@ async def scan_repository(
     """
     repo = repository.full_name
     state = _State()
+    try:
+        prs = await _gather_repository(client, repo, branches, opts, state, logger, stats)
+    except BaseExceptionGroup as group_error:
+        # One failure ends the repository scan; report it, not the group.
+        first = group_error.exceptions[0]
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+    known = set(state.commits)
+    for pr in prs:
+        known.update(pr.commit_hashes)
+    await _expand_merge_commits(client, repo, prs, known)
+    return _emit(repository, branches, opts, state, prs)
+
+
+async def _gather_repository(
+    client: BitbucketClient,
+    repo: str,
+    branches: dict[str, Window],
+    opts: ScanOptions,
+    state: _State,
+    logger: logging.Logger,
+    stats: Stats,
+) -> list[PullRequest]:
     diff_queue: asyncio.Queue[str | None] | None = asyncio.Queue() if opts.diffstat else None
     prs: list[PullRequest] = []
     async with asyncio.TaskGroup() as group:
@@ -186,10 +210,17 @@ async def scan_repository(
             diff_queue.put_nowait(None)
         if pr_task is not None:
             prs = await pr_task
-    known = set(state.commits)
-    for pr in prs:
-        known.update(pr.commit_hashes)
-    await _expand_merge_commits(client, repo, prs, known)
+    return prs
+
+
+def _emit(
+    repository: Repository,
+    branches: dict[str, Window],
+    opts: ScanOptions,
+    state: _State,
+    prs: list[PullRequest],
+) -> list[Record | Checkpoint]:
+    repo = repository.full_name
     for pr in prs:
         ref = PullRequestRef(id=pr.id, title=pr.title, source_branch=pr.source_branch)
         for commit_hash in pr.commit_hashes:

@@ -65,6 +65,8 @@ class Counters:
 
     total: int = 0
     routes: Counter[str] = field(default_factory=Counter)
+    #: ``route workspace/slug`` → requests, for per-repository assertions.
+    repo_routes: Counter[str] = field(default_factory=Counter)
     statuses: Counter[int] = field(default_factory=Counter)
     in_flight: int = 0
     peak_in_flight: int = 0
@@ -76,6 +78,7 @@ class Counters:
         out = asdict(self)
         out.pop("authorizations")
         out["routes"] = dict(self.routes)
+        out["repo_routes"] = dict(self.repo_routes)
         out["statuses"] = {str(k): v for k, v in self.statuses.items()}
         return out
 
@@ -381,6 +384,10 @@ async def faults_middleware(request: web.Request, handler: Handler) -> web.Strea
     n = counters.total
     route = request.match_info.route.name or "unknown"
     counters.routes[route] += 1
+    if "slug" in request.match_info:
+        counters.repo_routes[
+            f"{route} {request.match_info['ws']}/{request.match_info['slug']}"
+        ] += 1
     counters.in_flight += 1
     counters.peak_in_flight = max(counters.peak_in_flight, counters.in_flight)
     try:

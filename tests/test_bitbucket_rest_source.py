@@ -1,0 +1,374 @@
+"""The ``bitbucket_rest`` source against the fake Bitbucket on loopback."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import textwrap
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from rcingest.bitbucket.client import BitbucketError
+from rcingest.bitbucket.parse import files_from_diffstat
+from rcingest.config import load_pipeline
+from rcingest.default_plugins.bitbucket_rest import BitbucketRestConfig, BitbucketRestSource
+from rcingest.errors import RunFailed
+from rcingest.interfaces import RunContext
+from rcingest.pipeline import Runner
+from rcingest.plugins import Manager, Registry
+from rcingest.records import Checkpoint, Commit, PullRequest, Record, Repository
+from rcingest.testing import FakeBitbucket, Faults, GenSpec
+
+END = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+PHX = ZoneInfo("America/Phoenix")
+SPEC = GenSpec(end=END, repositories=3, branches=3, commits=60)
+TOKEN = "s3cr3t-token-value-4242"
+
+
+def context(tmp_path: Path, started: datetime = END + timedelta(minutes=1)) -> RunContext:
+    return RunContext(
+        run_id="t",
+        pipeline_name="t",
+        timezone=PHX,
+        started_at=started,
+        base_dir=tmp_path,
+        source_id="t:src",
+    )
+
+
+def source_config(fake: FakeBitbucket, **kwargs: Any) -> BitbucketRestConfig:
+    base: dict[str, Any] = {
+        "workspace": "acme",
+        "base_url": fake.base_url,
+        "hours": 12,
+        "backoff_base": 0.001,
+        "backoff_max": 0.01,
+    }
+    base.update(kwargs)
+    return BitbucketRestConfig(**base)
+
+
+async def scan(
+    fake: FakeBitbucket,
+    tmp_path: Path,
+    cursors: dict[str, Any] | None = None,
+    started: datetime = END + timedelta(minutes=1),
+    **kwargs: Any,
+) -> tuple[list[Record | Checkpoint], RunContext]:
+    ctx = context(tmp_path, started)
+    source = BitbucketRestSource(source_config(fake, **kwargs), ctx)
+    async with source:
+        out = [item async for item in source.records(cursors or {})]
+    return out, ctx
+
+
+def branches_of(fake: FakeBitbucket) -> list[str]:
+    return list(next(iter(fake.data.repos.values())).heads)
+
+
+async def test_scan_returns_exactly_the_window_once_each(tmp_path: Path) -> None:
+    async with FakeBitbucket(SPEC) as fake:
+        branches = branches_of(fake)
+        out, ctx = await scan(fake, tmp_path, default_branches=branches)
+        window = ctx.window
+        assert window is not None
+        assert window.end - window.start == timedelta(hours=12)
+        assert ctx.source_info == {
+            "type": "bitbucket_rest",
+            "workspace": "acme",
+            "repositories": ["acme/service-00", "acme/service-01", "acme/service-02"],
+            "branches": sorted(branches),
+        }
+        commits = [r for r in out if isinstance(r, Commit)]
+        expected = fake.data.expected_commits(window, branches)
+        assert len(commits) == len({c.hash for c in commits})  # once each
+        assert {c.hash: (c.repository, set(c.branches)) for c in commits} == expected
+        assert any(len(c.branches) > 1 for c in commits)  # shared history: several branches
+        for c in commits:
+            repo = fake.data.repos[c.repository]
+            assert c.files == files_from_diffstat(repo.files(c.hash, 20))
+            assert window.start <= c.date < window.end
+        # Each commit's diffstat fetched once, however many branches reach it.
+        assert fake.counters.routes["diffstat"] == len(commits)
+
+        prs = [r for r in out if isinstance(r, PullRequest)]
+        assert {(p.repository, p.id) for p in prs} == set(fake.data.expected_pull_requests(window))
+        for pr in prs:
+            fake_pr = next(p for p in fake.data.repos[pr.repository].pull_requests if p.id == pr.id)
+            assert pr.commit_hashes == fake_pr.commits
+            if pr.state == "MERGED":
+                assert pr.merge_commit == fake_pr.commits[0]  # 12 characters expanded
+        assert fake.counters.routes["commit"] == 0  # expanded from known hashes, no request
+        by_hash = {c.hash: c for c in commits}
+        linked = 0
+        for pr in prs:
+            for h in pr.commit_hashes:
+                if h in by_hash:
+                    refs = by_hash[h].pull_requests
+                    assert [(r.id, r.title, r.source_branch) for r in refs] == [
+                        (pr.id, pr.title, pr.source_branch)
+                    ]
+                    linked += 1
+        assert linked > 0
+
+        # Per repository: Repository, pull requests, commits, then one checkpoint per branch.
+        kinds = [type(r).__name__ for r in out]
+        assert kinds.count("Repository") == 3 and kinds.count("Checkpoint") == 9
+        for repo_name in fake.data.repos:
+            items = [
+                r
+                for r in out
+                if getattr(r, "repository", getattr(r, "full_name", None)) == repo_name
+                or (isinstance(r, Checkpoint) and r.stream.startswith(repo_name + "@"))
+            ]
+            assert isinstance(items[0], Repository)
+            checkpoints = [i for i, r in enumerate(items) if isinstance(r, Checkpoint)]
+            assert checkpoints == list(range(len(items) - 3, len(items)))
+        cp = next(r for r in out if isinstance(r, Checkpoint))
+        assert cp.state is not None and set(cp.state) == {"start", "end", "head", "run_id"}
+
+
+async def test_main_branch_by_default(tmp_path: Path) -> None:
+    async with FakeBitbucket(SPEC) as fake:
+        out, ctx = await scan(fake, tmp_path, repositories=["service-00", "acme/service-01"])
+        assert ctx.window is not None
+        commits = {r.hash for r in out if isinstance(r, Commit)}
+        expected = fake.data.expected_commits(
+            ctx.window, None, ["acme/service-00", "acme/service-01"]
+        )
+        assert commits == set(expected)
+        assert ctx.source_info["branches"] == ["main"]
+
+
+async def test_short_window_never_pages_a_branch_to_its_root(tmp_path: Path) -> None:
+    spec = GenSpec(end=END, repositories=1, branches=1, commits=1000, step=timedelta(minutes=10))
+    async with FakeBitbucket(spec) as fake:
+        out, ctx = await scan(fake, tmp_path, hours=4, pull_requests=False)
+        commits = [r for r in out if isinstance(r, Commit)]
+        assert len(commits) == 24
+        # Page 1: 24 in the window + 76 older; page 2: 100 older, past the margin: stop.
+        assert fake.counters.routes["commits"] == 2  # of 10 pages to the root
+        assert ctx.stats.get("bitbucket.early_stops") == 1
+
+
+async def test_out_of_order_history_returns_exactly_the_window(tmp_path: Path) -> None:
+    spec = GenSpec(
+        end=END,
+        repositories=2,
+        branches=2,
+        commits=300,
+        out_of_order_every=4,
+        skew=timedelta(hours=30),
+    )
+    async with FakeBitbucket(spec) as fake:
+        branches = branches_of(fake)
+        out, ctx = await scan(fake, tmp_path, hours=24, default_branches=branches)
+        assert ctx.window is not None
+        got = {r.hash: (r.repository, set(r.branches)) for r in out if isinstance(r, Commit)}
+        assert got == fake.data.expected_commits(ctx.window, branches)
+
+
+@pytest.mark.parametrize(
+    ("switches", "routes_absent", "kinds_absent"),
+    [
+        ({"diffstat": False}, {"diffstat"}, set()),
+        ({"pull_requests": False}, {"pullrequests", "pullrequest_commits"}, {"PullRequest"}),
+        ({"commits": False}, {"commits", "diffstat"}, {"Commit"}),
+    ],
+)
+async def test_switches(
+    tmp_path: Path, switches: dict[str, bool], routes_absent: set[str], kinds_absent: set[str]
+) -> None:
+    async with FakeBitbucket(SPEC) as fake:
+        out, _ = await scan(fake, tmp_path, **switches)
+        kinds = {type(r).__name__ for r in out}
+        assert not kinds & kinds_absent
+        assert not routes_absent & set(fake.counters.routes)
+        if switches.get("diffstat") is False:
+            assert all(r.files is None for r in out if isinstance(r, Commit))
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        ({}, ["acme/service-00", "acme/service-01", "acme/service-02"]),
+        ({"is_private": False}, ["acme/service-02"]),
+        ({"language": "python", "is_private": True}, ["acme/service-00"]),
+        ({"q": 'name ~ "01"'}, ["acme/service-01"]),
+        ({"role": "owner"}, ["acme/service-00", "acme/service-02"]),
+        ({"updated_within_days": 5}, ["acme/service-00", "acme/service-01"]),
+    ],
+)
+async def test_every_repository_with_filters(
+    tmp_path: Path, filters: dict[str, Any], expected: list[str]
+) -> None:
+    async with FakeBitbucket(SPEC) as fake:
+        out, ctx = await scan(fake, tmp_path, commits=False, pull_requests=False, **filters)
+        assert [r.full_name for r in out if isinstance(r, Repository)] == expected
+        assert ctx.source_info["repositories"] == expected
+
+
+async def test_a_missing_default_branch_is_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with FakeBitbucket(SPEC) as fake:
+        with caplog.at_level(logging.WARNING):
+            out, ctx = await scan(fake, tmp_path, default_branches=["main", "develop"])
+        streams = {r.stream for r in out if isinstance(r, Checkpoint)}
+        assert streams == {f"acme/service-0{i}@main" for i in range(3)}
+        assert ctx.stats.get("bitbucket.missing_branches") == 3
+        assert "branch 'develop' not found" in caplog.text
+
+
+async def test_an_unknown_repository_fails_naming_it(tmp_path: Path) -> None:
+    async with FakeBitbucket(SPEC) as fake:
+        with pytest.raises(BitbucketError, match=r"Repository acme/nope not found.*acme/nope"):
+            await scan(fake, tmp_path, repositories=["service-00", "nope"])
+
+
+async def test_resume_skips_branches_a_cursor_covers(tmp_path: Path) -> None:
+    window = {"since": datetime(2026, 11, 23, 0, 0), "until": datetime(2026, 11, 23, 5, 0)}
+    async with FakeBitbucket(SPEC) as fake:
+        first, _ = await scan(fake, tmp_path, resume=True, hours=None, **window)
+        cursors = {c.stream: c.state for c in first if isinstance(c, Checkpoint)}
+        before = fake.counters.routes["commits"]
+        second, ctx = await scan(fake, tmp_path, cursors=cursors, resume=True, hours=None, **window)
+        assert fake.counters.routes["commits"] == before  # no branch walked again
+        assert ctx.stats.get("bitbucket.branches_resumed") == 3
+        assert not [r for r in second if isinstance(r, Commit | Checkpoint)]
+
+
+PIPELINE = """\
+    name: scan
+    timezone: America/Phoenix
+    source:
+      type: bitbucket_rest
+      config:
+        workspace: acme
+        base_url: {base_url}
+        auth:
+          email: me@example.com
+          api_token: ${{BITBUCKET_API_TOKEN}}
+        hours: 12
+        incremental: true
+        parallel_repositories: 1
+        max_tries: 1
+        backoff_base: 0.001
+        default_branches: {branches}
+    sinks:
+      - type: test_memory
+"""
+
+
+async def test_crash_then_incremental_resume_without_refetching_finished_branches(
+    tmp_path: Path, manager: Manager, memory: dict[str, list[Any]]
+) -> None:
+    basic = "Basic " + base64.b64encode(f"me@example.com:{TOKEN}".encode()).decode()
+    async with FakeBitbucket(SPEC, expected_auth=basic) as fake:
+        branches = branches_of(fake)
+        path = tmp_path / "scan.yaml"
+        text = PIPELINE.format(base_url=fake.base_url, branches=json.dumps(branches))
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+        pipeline = load_pipeline(path, Registry(manager), environ={"BITBUCKET_API_TOKEN": TOKEN})
+
+        # Run 1 crashes in the second repository, after the first is stored.
+        fake.faults.fail_paths = {"/service-01/": 500}
+        ctx1 = context(tmp_path)
+        with pytest.raises(RunFailed, match="service-01"):
+            await Runner(pipeline, ctx1).run()
+        state = json.loads((tmp_path / "scan.state.json").read_text())["t:src"]
+        assert set(state) == {f"acme/service-00@{b}" for b in branches}
+        stored_1 = {r.hash for r in memory["default"] if isinstance(r, Commit)}
+        assert stored_1 and {r.repository for r in memory["default"] if isinstance(r, Commit)} == {
+            "acme/service-00"
+        }
+        run_1_count = len(memory["default"])
+
+        # Run 2, a minute later: service-00 is only read from its cursor on.
+        fake.faults.fail_paths = {}
+        fake.counters.repo_routes.clear()
+        ctx2 = context(tmp_path, END + timedelta(minutes=2))
+        result = await Runner(pipeline, ctx2).run()
+        assert result.status == "succeeded"
+        walked = fake.counters.repo_routes
+        assert walked["commits acme/service-00"] == len(branches)  # one page per branch
+        assert walked["commits acme/service-01"] >= len(branches)
+        run_2 = [r for r in memory["default"][run_1_count:] if isinstance(r, Commit)]
+        # service-00 is read again only from its cursor's end minus the 10-minute overlap.
+        cursor_end = END + timedelta(minutes=1)
+        again = [c for c in run_2 if c.repository == "acme/service-00"]
+        assert all(c.date >= cursor_end - timedelta(minutes=10) for c in again)
+        assert {c.repository for c in run_2} >= {"acme/service-01", "acme/service-02"}
+        # Together the two runs stored every commit of the first run's window.
+        assert ctx1.window is not None
+        expected = fake.data.expected_commits(ctx1.window, branches)
+        stored = {r.hash for r in memory["default"] if isinstance(r, Commit)}
+        assert set(expected) <= stored
+        assert not any(TOKEN in repr(r) for r in memory["default"])
+        assert TOKEN not in (tmp_path / "scan.state.json").read_text()
+
+
+FULL = """\
+    name: scan
+    timezone: America/Phoenix
+    source:
+      type: bitbucket_rest
+      config:
+        workspace: acme
+        base_url: {base_url}
+        auth:
+          email: me@example.com
+          api_token: ${{BITBUCKET_API_TOKEN}}
+        hours: 12
+        backoff_base: 0.001
+        max_tries: 5
+    enrichers:
+      - type: story_keys
+    sinks:
+      - type: database
+        config:
+          database: {db}
+      - type: json_artifact
+        config:
+          artifacts_dir: {artifacts}
+"""
+
+
+@pytest.mark.parametrize("accepted", [True, False])
+async def test_credentials_never_reach_logs_errors_artifacts_or_the_database(
+    tmp_path: Path, manager: Manager, caplog: pytest.LogCaptureFixture, accepted: bool
+) -> None:
+    basic = base64.b64encode(f"me@example.com:{TOKEN}".encode()).decode()
+    expected_auth = f"Basic {basic}" if accepted else "Bearer something-else"
+    async with FakeBitbucket(SPEC, Faults(rate_limit_every=7), expected_auth=expected_auth) as fake:
+        path = tmp_path / "scan.yaml"
+        text = FULL.format(
+            base_url=fake.base_url, db=tmp_path / "commits.db", artifacts=tmp_path / "artifacts"
+        )
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+        pipeline = load_pipeline(path, Registry(manager), environ={"BITBUCKET_API_TOKEN": TOKEN})
+        assert TOKEN in pipeline.secrets
+        ctx = context(tmp_path)
+        ctx.secrets = pipeline.secrets
+        error = ""
+        with caplog.at_level(logging.DEBUG):
+            try:
+                result = await Runner(pipeline, ctx).run()
+                assert result.records["commit"] > 0 and result.stats["http.rate_limited"] > 0
+            except RunFailed as exc:
+                error = str(exc)
+                assert not accepted and "401" in error
+        outputs = [error, caplog.text]
+        outputs += [
+            p.read_bytes().decode("latin-1")
+            for p in tmp_path.rglob("*")
+            if p.is_file() and p.name != "scan.yaml"
+        ]
+        for text in outputs:
+            assert TOKEN not in text
+            assert basic not in text
