@@ -164,6 +164,7 @@ class JsonArtifactSink(Sink[JsonArtifactConfig]):
         self._period: _Period | None = None
         self._lock = asyncio.Lock()
         self._roller: asyncio.Task[None] | None = None
+        self._stats_mark: dict[str, int] = {}
 
     # -- periods ----------------------------------------------------------------
 
@@ -174,7 +175,9 @@ class JsonArtifactSink(Sink[JsonArtifactConfig]):
         return f"webhook_{start:%Y%m%dT%H}.json", ArtifactWindow(start, end)
 
     def _open_period(self) -> _Period:
-        stats = self.context.stats.snapshot()
+        # Stats count from the moment the previous period closed (or the sink
+        # opened), so requests between two hours' traffic are not lost.
+        stats = self._stats_mark
         if not self.serve:
             return _Period(f"scan_{self.context.run_id}.json", None, stats)
         name, window = self._hour(self.clock())
@@ -291,6 +294,7 @@ class JsonArtifactSink(Sink[JsonArtifactConfig]):
         if self.clock() < period.window.end:
             return
         self._period = None
+        self._stats_mark = self.context.stats.snapshot()
         await asyncio.to_thread(self._finish, period, "succeeded")
 
     async def _roll_loop(self) -> None:
@@ -307,6 +311,7 @@ class JsonArtifactSink(Sink[JsonArtifactConfig]):
     # -- Sink -------------------------------------------------------------------
 
     async def __aenter__(self) -> JsonArtifactSink:
+        self._stats_mark = self.context.stats.snapshot()
         if not self.serve:
             self._period = self._open_period()
         else:

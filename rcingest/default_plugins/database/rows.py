@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -92,7 +92,11 @@ class Rows:
         ) + len(self.implied_repositories)
 
 
-def _commit(rows: Rows, c: Commit, now: datetime) -> None:
+def _same(text: str) -> str:
+    return text
+
+
+def _commit(rows: Rows, c: Commit, now: datetime, clean: Callable[[str], str]) -> None:
     known = c.files is not None
     previous = rows.commits.get(c.hash)
     if previous is not None:
@@ -100,10 +104,11 @@ def _commit(rows: Rows, c: Commit, now: datetime) -> None:
         # the later record wins, but a file list seen once stays known.
         known = known or bool(previous[8])
     rows.commits[c.hash] = (
-        c.hash, c.repository, c.author_raw, c.author_name, c.author_account_id, utc(c.date),
-        c.message, " ".join(c.parents), known, now, now,
+        c.hash, c.repository, clean(c.author_raw), c.author_name, c.author_account_id,
+        utc(c.date), clean(c.message), " ".join(c.parents), known, now, now,
     )  # fmt: skip
     for branch in c.branches:
+        branch = clean(branch)
         rows.commit_branches[(c.hash, branch)] = (c.hash, branch, now)
     for f in c.files or ():
         rows.commit_files[(c.hash, f.path)] = (
@@ -119,10 +124,11 @@ def _commit(rows: Rows, c: Commit, now: datetime) -> None:
     _imply_repository(rows, c.repository, now)
 
 
-def _pull_request(rows: Rows, pr: PullRequest, now: datetime) -> None:
+def _pull_request(rows: Rows, pr: PullRequest, now: datetime, clean: Callable[[str], str]) -> None:
     rows.pull_requests[(pr.repository, pr.id)] = (
-        pr.repository, pr.id, pr.title, pr.description, pr.state, pr.source_branch,
-        pr.destination_branch, pr.author_name, pr.author_account_id, pr.merge_commit,
+        pr.repository, pr.id, clean(pr.title), clean(pr.description), pr.state,
+        clean(pr.source_branch), clean(pr.destination_branch), pr.author_name,
+        pr.author_account_id, pr.merge_commit,
         utc(pr.created_on), utc(pr.updated_on), now, now,
     )  # fmt: skip
     for commit_hash in pr.commit_hashes:
@@ -145,16 +151,22 @@ def build_rows(
     checkpoints: Iterable[Checkpoint],
     source_id: str,
     now: datetime,
+    clean: Callable[[str], str] | None = None,
 ) -> Rows:
-    """The rows that ``records`` and the durable ``checkpoints`` become, stamped ``now`` (UTC)."""
+    """The rows that ``records`` and the durable ``checkpoints`` become, stamped ``now`` (UTC).
+
+    ``clean`` is applied to free text (messages, author lines, titles,
+    descriptions, branch names) to keep secret values out of the database.
+    """
     now = utc(now) or now
+    clean = clean or _same
     rows = Rows()
     for record in records:
         rows.records[record_type(record)] += 1
         if isinstance(record, Commit):
-            _commit(rows, record, now)
+            _commit(rows, record, now, clean)
         elif isinstance(record, PullRequest):
-            _pull_request(rows, record, now)
+            _pull_request(rows, record, now, clean)
         elif isinstance(record, Repository):
             r = record
             rows.repositories[r.full_name] = (

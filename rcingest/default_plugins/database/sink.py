@@ -61,7 +61,7 @@ class DatabaseSink(Sink[DatabaseConfig], StateStore):
             synchronous=config.synchronous,
             busy_timeout_ms=config.busy_timeout_ms,
         )
-        self._secrets = set(context.secrets) | ({password} if password else set())
+        self._secrets = {s for s in context.secrets | ({password} if password else set()) if s}
         self.models = make_models(self.db)
         self._executor: ThreadPoolExecutor | None = None
         self._records: Counter[str] = Counter()
@@ -83,6 +83,13 @@ class DatabaseSink(Sink[DatabaseConfig], StateStore):
             # driver's text is scrubbed in case it echoes a connection string.
             detail = scrub(f"{type(exc).__name__}: {exc}".strip(), self._secrets)
             raise DatabaseWriteError(f"database {self.where}: {action} failed: {detail}") from None
+
+    def _clean(self, text: str) -> str:
+        """``text`` without secret values (a token pasted into a commit message)."""
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, "***")
+        return text
 
     def _run_row(self) -> dict[str, Any]:
         ctx = self.context
@@ -126,7 +133,11 @@ class DatabaseSink(Sink[DatabaseConfig], StateStore):
 
     def _write(self, batch: Batch) -> int:
         rows: Rows = build_rows(
-            batch.records, batch.checkpoints, self.context.source_id, datetime.now(UTC)
+            batch.records,
+            batch.checkpoints,
+            self.context.source_id,
+            datetime.now(UTC),
+            self._clean if self._secrets else None,
         )
         self._records.update(rows.records)
         self._rows += rows.total()
