@@ -126,12 +126,20 @@ class DatabaseSink(Sink[DatabaseConfig], StateStore):
         ).execute()
         return found, now
 
+    def _connected(self) -> None:
+        """Reconnect if the connection broke (a PostgreSQL restart under a daemon)."""
+        if not self.db.is_connection_usable():
+            if not self.db.is_closed():
+                self.db.close()
+            self.db.connect()
+
     def _update_run(self, **extra: Any) -> None:
         run = self.models.runs
         values = {getattr(run, k): v for k, v in {**self._run_row(), **extra}.items()}
         run.update(values).where(run.id == self.context.run_id).execute()
 
     def _write(self, batch: Batch) -> int:
+        self._connected()
         rows: Rows = build_rows(
             batch.records,
             batch.checkpoints,
@@ -155,6 +163,7 @@ class DatabaseSink(Sink[DatabaseConfig], StateStore):
             self.db.close()
 
     def _load(self, source_id: str) -> dict[str, dict[str, Any]]:
+        self._connected()
         cur = self.models.source_cursors
         out: dict[str, dict[str, Any]] = {}
         for row in cur.select().where(cur.source_id == source_id).order_by(cur.stream):
@@ -164,6 +173,7 @@ class DatabaseSink(Sink[DatabaseConfig], StateStore):
         return out
 
     def _save(self, source_id: str, checkpoints: Sequence[Checkpoint]) -> None:
+        self._connected()
         rows = build_rows((), checkpoints, source_id, datetime.now(UTC))
         write_rows(self.db, self.models, rows)
 

@@ -70,9 +70,12 @@ def _insert(
         if extra:
             data = [row + extra for row in data]
         # peewee's wrapper turns sqlite3 errors into peewee's own, as execute() does.
-        with peewee.__exception_wrapper__:
+        with peewee.__exception_wrapper__:  # type: ignore[attr-defined]
             db.cursor().executemany(sql, data)  # type: ignore[no-untyped-call]
         return len(data)
+    # Rows in primary-key order: two daemons writing overlapping batches into
+    # one PostgreSQL then lock rows in the same order and cannot deadlock.
+    data.sort(key=lambda row: tuple(_sortable(v) for v in row[: len(key_names(model))]))
     chunk = max(1, _MAX_PARAMS // len(fields))
     for start in range(0, len(data), chunk):
         query = model.insert_many(data[start : start + chunk], fields=fields)
@@ -83,6 +86,18 @@ def _insert(
             query = query.on_conflict(conflict_target=target, update=update)
         query.execute()
     return len(data)
+
+
+def key_names(model: Any) -> list[str]:
+    """The primary-key column names of ``model``, which lead every row tuple."""
+    pk = model._meta.primary_key
+    if isinstance(pk, peewee.CompositeKey):
+        return list(pk.field_names)
+    return [pk.name]
+
+
+def _sortable(value: Any) -> tuple[bool, str]:
+    return (value is None, str(value))
 
 
 def _stamped(row: tuple[Any, ...], stamps: list[int]) -> tuple[Any, ...]:
