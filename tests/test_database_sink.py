@@ -509,3 +509,84 @@ async def test_sqlite_and_postgres_store_the_same_rows(postgres_url: str, tmp_pa
         await write_run(spec, tmp_path, [batch])
     stamps = ("first_seen_at", "last_seen_at", "updated_at")
     assert without(dump(sqlite_path), *stamps) == without(dump(postgres_url), *stamps)
+
+
+# -- docs/database.md stays true ------------------------------------------------------------
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "database.md"
+
+
+def _doc_queries() -> dict[str, str]:
+    import re
+
+    text = DOC.read_text(encoding="utf-8")
+    blocks = re.findall(r"```sql\n-- query: (\S+)\n(.*?)```", text, flags=re.S)
+    return {name: sql.strip().rstrip(";") for name, sql in blocks}
+
+
+def test_every_column_is_documented(tmp_path: Path) -> None:
+    import re
+
+    text = DOC.read_text(encoding="utf-8")
+    db, _ = open_database(str(tmp_path / "x.db"))
+    for model in make_models(db).all():
+        table = model._meta.table_name
+        section = re.search(rf"### `{table}`\n(.*?)(?=\n### |\n## |\Z)", text, flags=re.S)
+        assert section, f"docs/database.md has no section for table {table}"
+        documented = set(re.findall(r"^\| `(\w+)` \|", section.group(1), flags=re.M))
+        assert documented == set(model._meta.columns), table
+
+
+async def test_ready_queries_run(database_spec: str, tmp_path: Path) -> None:
+    queries = _doc_queries()
+    assert {"commits-per-key", "commits-without-key", "files-per-key"} <= set(queries)
+    day = datetime(2026, 11, 20, 7, tzinfo=UTC)  # midnight in Phoenix
+    keyed = commit(
+        1,
+        date=day + timedelta(hours=2),
+        story_keys=[StoryKey("REL-1", ("message", "branch"))],
+        files=[FileChange("a.py", "modified", None, 5, 2), FileChange("b.py", "added", None, 1)],
+    )
+    other = commit(2, date=day + timedelta(hours=3), story_keys=[StoryKey("REL-1", ("message",))])
+    keyless = commit(3, date=day + timedelta(hours=4), story_keys=[], message="tidy")
+    outside = commit(4, date=day - timedelta(minutes=1), story_keys=[], message="late")
+    await write_run(database_spec, tmp_path, [Batch([keyed, other, keyless, outside])])
+    db, _ = open_database(database_spec)
+    results = {}
+    with db.connection_context():
+        for name, sql in queries.items():
+            results[name] = [tuple(r) for r in db.execute_sql(sql).fetchall()]
+    db.close()
+    assert results["commits-per-key"] == [("REL-1", 2)]
+    assert [r[1] for r in results["commits-without-key"]] == [f"{3:040x}"]
+    assert results["files-per-key"] == [
+        ("REL-1", "a.py", 1, 5, 2),
+        ("REL-1", "b.py", 1, 1, 0),
+        ("REL-1", "src/f2.py", 1, 3, 1),
+    ]
+    assert results["authors-per-key"] == [("REL-1", "Ada <ada@example.com>", 2)]
+    assert [r[0] for r in results["last-runs"]] == ["run-1"]
+
+
+@pytest.mark.postgres
+async def test_postgres_connection_lost_is_reopened(postgres_url: str, tmp_path: Path) -> None:
+    """A daemon outlives a PostgreSQL restart: a dead connection is reopened on the next write."""
+    import psycopg2
+
+    ctx = make_context(tmp_path)
+    sink = DatabaseSink(DatabaseConfig(database=postgres_url), ctx)
+    async with sink:
+        await sink.write(Batch([commit(1)]))
+        name = postgres_url.rsplit("/", 1)[1]
+        admin = psycopg2.connect(postgres_url.rsplit("/", 1)[0] + "/postgres")
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+        admin.close()
+        await sink.write(Batch([commit(2)]))
+        ctx.status = "succeeded"
+    assert len(dump(postgres_url)["commits"]) == 2

@@ -140,6 +140,26 @@ class DatabaseSink(Sink[DatabaseConfig], StateStore):
 
     def _write(self, batch: Batch) -> int:
         self._connected()
+        try:
+            return self._write_once(batch)
+        except (peewee.OperationalError, peewee.InterfaceError):
+            if not isinstance(self.db, peewee.PostgresqlDatabase) or self._alive():
+                raise
+        # The server dropped the connection (a restart, a failover): the
+        # transaction never committed, so writing the batch again is safe.
+        self.context.logger.warning("database %s: connection lost, reconnecting", self.where)
+        self.db.close()
+        self.db.connect()
+        return self._write_once(batch)
+
+    def _alive(self) -> bool:
+        try:
+            self.db.execute_sql("SELECT 1")  # type: ignore[no-untyped-call]
+        except peewee.PeeweeException:
+            return False
+        return True
+
+    def _write_once(self, batch: Batch) -> int:
         rows: Rows = build_rows(
             batch.records,
             batch.checkpoints,
@@ -147,13 +167,18 @@ class DatabaseSink(Sink[DatabaseConfig], StateStore):
             datetime.now(UTC),
             self._clean if self._secrets else None,
         )
+        before = (self._records.copy(), self._rows)
         self._records.update(rows.records)
         self._rows += rows.total()
-        # The runs row keeps the status "running" while the run goes on, but
-        # its counts follow every batch, in the batch's own transaction.
-        return write_rows(
-            self.db, self.models, rows, after=lambda: self._update_run(status="running")
-        )
+        try:
+            # The runs row keeps the status "running" while the run goes on, but
+            # its counts follow every batch, in the batch's own transaction.
+            return write_rows(
+                self.db, self.models, rows, after=lambda: self._update_run(status="running")
+            )
+        except BaseException:
+            self._records, self._rows = before
+            raise
 
     def _close(self, finish: bool) -> None:
         try:
