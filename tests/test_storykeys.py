@@ -211,3 +211,8 @@ def test_enricher_is_registered_as_story_keys() -> None:
     registered = registry.get("enricher", "story_keys")
     assert registered.component is StoryKeysEnricher
     assert registered.distribution == "rcingest"
+
+
+def test_docs_list_the_default_ignore_list() -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "story-keys.md").read_text()
+    assert ", ".join(f"`{p}`" for p in DEFAULT_IGNORE) in doc
