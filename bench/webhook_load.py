@@ -1,0 +1,206 @@
+"""Shared by the webhook benchmark and kill test: payloads, the bare server, the daemon.
+
+Not a benchmark by itself. Every delivery is a signed ``repo:push`` of 3-5
+commits with unique hashes and request UUIDs, shaped like Bitbucket's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from rcingest.webhooks import sign
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "bench-webhook-secret-4Kq"
+PATH = "/webhooks/bitbucket"
+
+
+def _h(*parts: object) -> str:
+    return hashlib.sha1(":".join(map(str, parts)).encode()).hexdigest()
+
+
+def delivery(i: int, seed: int = 1) -> tuple[str, bytes]:
+    """(request uuid, body) of the i-th delivery: a push of 3-5 new commits to one branch."""
+    rnd = random.Random(seed * 1_000_003 + i)
+    n = rnd.randint(3, 5)
+    repo = f"acme/service-{i % 8:02d}"
+    branch = f"feature/REL-{100 + i % 50}-load"
+    base = datetime(2026, 11, 23, 12, tzinfo=UTC) + timedelta(seconds=i * 10)
+    hashes = [_h(seed, i, k) for k in range(n + 1)]  # hashes[0] is the old head
+    commits = []
+    for k in range(n, 0, -1):  # newest first, like Bitbucket
+        commits.append(
+            {
+                "type": "commit",
+                "hash": hashes[k],
+                "date": (base + timedelta(seconds=k)).isoformat(),
+                "author": {
+                    "type": "author",
+                    "raw": f"Dev {i % 17} <dev{i % 17}@example.com>",
+                    "user": {
+                        "type": "user",
+                        "display_name": f"Dev {i % 17}",
+                        "account_id": f"5570:{i % 17}",
+                    },
+                },
+                "message": f"REL-{100 + i % 50} change {k} of push {i}\n\n"
+                f"Details for OPS-{i % 9 + 1}.",
+                "parents": [{"type": "commit", "hash": hashes[k - 1]}],
+                "links": {
+                    "self": {
+                        "href": f"https://api.bitbucket.org/2.0/repositories/{repo}/commit/{hashes[k]}"
+                    }
+                },
+            }
+        )
+    body = {
+        "push": {
+            "changes": [
+                {
+                    "new": {
+                        "type": "branch",
+                        "name": branch,
+                        "target": {"type": "commit", "hash": hashes[n]},
+                    },
+                    "old": {
+                        "type": "branch",
+                        "name": branch,
+                        "target": {"type": "commit", "hash": hashes[0]},
+                    },
+                    "created": False,
+                    "closed": False,
+                    "forced": False,
+                    "truncated": False,
+                    "commits": commits,
+                    "links": {
+                        "commits": {
+                            "href": f"https://api.bitbucket.org/2.0/repositories/{repo}/commits"
+                            f"?include={hashes[n]}&exclude={hashes[0]}"
+                        }
+                    },
+                }
+            ]
+        },
+        "repository": {
+            "type": "repository",
+            "full_name": repo,
+            "uuid": "{" + _h("repo", repo)[:32] + "}",
+        },
+        "actor": {"type": "user", "display_name": "Dev", "account_id": "5570:1"},
+    }
+    uuid = "{" + _h(seed, "req", i)[:32] + "}"
+    return uuid, json.dumps(body, separators=(",", ":")).encode()
+
+
+def commits_of(body: bytes) -> list[str]:
+    return [c["hash"] for c in json.loads(body)["push"]["changes"][0]["commits"]]
+
+
+def write_wrk_data(path: Path, count: int, seed: int = 1) -> None:
+    """One line per delivery: uuid, signature, body (tab-separated; bodies are one line)."""
+    with path.open("wb") as fh:
+        for i in range(count):
+            uuid, body = delivery(i, seed)
+            fh.write(f"{uuid}\t{sign(body, SECRET)}\t".encode() + body + b"\n")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"server did not listen on {port} within {timeout}s")
+
+
+def write_pipeline(workdir: Path, database: str, synchronous: str = "NORMAL") -> Path:
+    path = workdir / "webhook.yaml"
+    path.write_text(
+        f"""name: bench-webhooks
+timezone: America/Phoenix
+source:
+  type: bitbucket_webhook
+  config:
+    secret: ${{BITBUCKET_WEBHOOK_SECRET}}
+    backfill_queue: '{workdir}/backfill.db'
+enrichers:
+  - type: story_keys
+sinks:
+  - type: database
+    config: {{database: '{database}', synchronous: {synchronous}}}
+batch: {{size: 1000, queue: 20000}}
+summary_interval: 3600
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def start_daemon(
+    pipeline: Path, port: int, log: Path, database: str | None = None
+) -> subprocess.Popen[bytes]:
+    """``rcingest serve`` as a subprocess (the real CLI), stderr to ``log``."""
+    env = {**os.environ, "BITBUCKET_WEBHOOK_SECRET": SECRET}
+    cmd = [sys.executable, "-c", "from rcingest.cli import main; main()"]
+    cmd += ["serve", str(pipeline), "--port", str(port), "-q"]
+    if database:
+        cmd += ["--database", database]
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=log.open("ab"), cwd=pipeline.parent
+    )
+    wait_port(port, proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return int(proc.returncode)
+
+
+BARE_SERVER = """
+import sys
+from aiohttp import web
+
+async def handle(request):
+    await request.read()
+    return web.Response(text="ok")
+
+app = web.Application()
+app.router.add_post("/webhooks/bitbucket", handle)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+"""
+
+
+def start_bare(port: int) -> subprocess.Popen[bytes]:
+    """The ceiling: an aiohttp handler that only reads the body and answers 200."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", BARE_SERVER, str(port)], stdout=subprocess.DEVNULL
+    )
+    wait_port(port, proc)
+    return proc
