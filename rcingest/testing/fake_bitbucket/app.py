@@ -44,6 +44,9 @@ class Faults:
     rate_limit_every: int = 0
     #: ``Retry-After`` seconds sent with those 429s (None: no header, like Bitbucket).
     retry_after: float | None = None
+    #: A request repeated after its 429 is served, and the 429 goes to the next new
+    #: request instead (a server honouring its own Retry-After); False: purely by count.
+    honour_retries: bool = True
     #: Every Nth request is answered ``error_status``.
     error_every: int = 0
     error_status: int = 503
@@ -72,11 +75,15 @@ class Counters:
     peak_in_flight: int = 0
     diffstat_requests: int = 0
     authorizations: set[str] = field(default_factory=set)
+    #: Requests answered 429 and not yet repeated; a 429 due but not yet given.
+    rate_limited: set[str] = field(default_factory=set)
+    rate_limit_due: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly counters (without the authorization headers seen)."""
         out = asdict(self)
         out.pop("authorizations")
+        out.pop("rate_limited")
         out["routes"] = dict(self.routes)
         out["repo_routes"] = dict(self.repo_routes)
         out["statuses"] = {str(k): v for k, v in self.statuses.items()}
@@ -409,6 +416,13 @@ async def _answer(request: web.Request, handler: Handler, n: int, route: str) ->
     if expected and authorization != expected:
         return _error(401, "Token is invalid, expired, or not supported for this endpoint.")
     if faults.rate_limit_every and n % faults.rate_limit_every == 0:
+        counters.rate_limit_due = True
+    retried = request.path_qs in counters.rate_limited
+    if retried:
+        counters.rate_limited.discard(request.path_qs)
+    if counters.rate_limit_due and not (retried and faults.honour_retries):
+        counters.rate_limit_due = False
+        counters.rate_limited.add(request.path_qs)
         headers = {}
         if faults.retry_after is not None:
             headers["Retry-After"] = f"{faults.retry_after:g}"
