@@ -62,7 +62,11 @@ def count_rows(batches: list[Batch]) -> int:
     return sum(build_rows(b.records, b.checkpoints, "bench", now).total() for b in batches)
 
 
-async def sink_pass(path: Path, batches: list[Batch]) -> float:
+async def sink_pass_url(url: str, batches: list[Batch]) -> float:
+    return await sink_pass(Path(tempfile.gettempdir()) / "unused", batches, url)
+
+
+async def sink_pass(path: Path, batches: list[Batch], url: str | None = None) -> float:
     ctx = RunContext(
         run_id=f"bench-{time.monotonic_ns()}",
         pipeline_name="bench",
@@ -71,7 +75,7 @@ async def sink_pass(path: Path, batches: list[Batch]) -> float:
         base_dir=path.parent,
         source_id="bench",
     )
-    sink = DatabaseSink(DatabaseConfig(database=str(path)), ctx)
+    sink = DatabaseSink(DatabaseConfig(database=url or str(path)), ctx)
     async with sink:
         started = time.perf_counter()
         for batch in batches:
@@ -148,6 +152,9 @@ def main() -> None:
     parser.add_argument("--commits", type=int, default=20000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--files", type=int, default=10)
+    parser.add_argument(
+        "--postgres", metavar="URL", help="also time the sink into this (empty) PostgreSQL database"
+    )
     args = parser.parse_args()
     commits = min(args.commits, 200_000)  # bounded
     batches = make_batches(commits, args.batch, args.files)
@@ -158,11 +165,22 @@ def main() -> None:
         first = asyncio.run(sink_pass(db, batches))
         second = asyncio.run(sink_pass(db, batches))
         raw = raw_pass(Path(tmp) / "raw.db", batches)
-    for label, seconds in (
-        ("database sink, empty database", first),
-        ("database sink, re-run (filled)", second),
-        ("raw sqlite3 executemany", raw),
-    ):
+        timings = [
+            ("database sink, empty database", first),
+            ("database sink, re-run (filled)", second),
+            ("raw sqlite3 executemany", raw),
+        ]
+        if args.postgres:
+            timings.append(
+                (
+                    "PostgreSQL sink, empty database",
+                    asyncio.run(sink_pass_url(args.postgres, batches)),
+                )
+            )
+            timings.append(
+                ("PostgreSQL sink, re-run", asyncio.run(sink_pass_url(args.postgres, batches)))
+            )
+    for label, seconds in timings:
         print(f"{label:34s} {seconds:7.3f} s  {rows / seconds:10,.0f} rows/s")
     print(f"re-run / first run: {second / first:.2f}x;  sink / raw sqlite3 rate: {raw / first:.2f}")
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import peewee
-from peewee import EXCLUDED, Case, fn
+from peewee import EXCLUDED, SQL, Case, fn
 
 from rcingest.default_plugins.database import rows as r
 from rcingest.default_plugins.database.models import Models
@@ -21,9 +21,13 @@ from rcingest.default_plugins.database.models import Models
 # SQLite allows 32,766 bound parameters per statement (PostgreSQL 65,535);
 # big statements amortise peewee's per-statement cost.
 _MAX_PARAMS = 30000
+# Constants as SQL literals, not parameters: the upsert statements then take
+# only row values, which lets PostgreSQL use psycopg2's execute_values.
+_EMPTY = SQL("''")
+_TRUE = SQL("TRUE")
 
 
-def _sqlite_template(
+def _template(
     model: Any, fields: list[Any], conflict: tuple[list[Any], dict[Any, Any]] | None
 ) -> tuple[str, tuple[Any, ...]]:
     """The one-row SQL of ``insert_many().on_conflict()`` and its non-row parameters.
@@ -63,7 +67,7 @@ def _insert(
         # Same statement as below, but its text is generated once and run with
         # executemany: peewee renders every value of a multi-row VALUES list
         # through its query builder, which costs four times SQLite's own work.
-        sql, extra = _sqlite_template(model, fields, conflict)
+        sql, extra = _template(model, fields, conflict)
         stamps = [i for i, f in enumerate(fields) if isinstance(f, peewee.DateTimeField)]
         if stamps:
             data = [_stamped(row, stamps) for row in data]
@@ -75,7 +79,20 @@ def _insert(
         return len(data)
     # Rows in primary-key order: two daemons writing overlapping batches into
     # one PostgreSQL then lock rows in the same order and cannot deadlock.
-    data.sort(key=lambda row: tuple(_sortable(v) for v in row[: len(key_names(model))]))
+    width = len(key_names(model))
+    data.sort(key=lambda row: tuple(_sortable(v) for v in row[:width]))
+    if isinstance(db, peewee.PostgresqlDatabase):
+        sql, extra = _template(model, fields, conflict)
+        one_row = "VALUES (" + ", ".join(["%s"] * len(fields)) + ")"
+        if not extra and one_row in sql:
+            # psycopg2 renders the VALUES list in C; peewee's builder would
+            # spend five times longer on it than PostgreSQL on the insert.
+            from psycopg2.extras import execute_values  # type: ignore[import-untyped]
+
+            with peewee.__exception_wrapper__:  # type: ignore[attr-defined]
+                cursor = db.cursor()  # type: ignore[no-untyped-call]
+                execute_values(cursor, sql.replace(one_row, "VALUES %s", 1), data, page_size=2000)
+            return len(data)
     chunk = max(1, _MAX_PARAMS // len(fields))
     for start in range(0, len(data), chunk):
         query = model.insert_many(data[start : start + chunk], fields=fields)
@@ -161,10 +178,10 @@ def write_rows(
                     # A webhook commit may lack what a scan knows: never erase.
                     c.author_name: _keep(c, "author_name"),
                     c.author_account_id: _keep(c, "author_account_id"),
-                    c.message: fn.COALESCE(fn.NULLIF(EXCLUDED.message, ""), c.message),
-                    c.author_raw: fn.COALESCE(fn.NULLIF(EXCLUDED.author_raw, ""), c.author_raw),
-                    c.parents: fn.COALESCE(fn.NULLIF(EXCLUDED.parents, ""), c.parents),
-                    c.files_known: Case(None, [(EXCLUDED.files_known, True)], c.files_known),
+                    c.message: fn.COALESCE(fn.NULLIF(EXCLUDED.message, _EMPTY), c.message),
+                    c.author_raw: fn.COALESCE(fn.NULLIF(EXCLUDED.author_raw, _EMPTY), c.author_raw),
+                    c.parents: fn.COALESCE(fn.NULLIF(EXCLUDED.parents, _EMPTY), c.parents),
+                    c.files_known: Case(None, [(EXCLUDED.files_known, _TRUE)], c.files_known),
                     c.last_seen_at: EXCLUDED.last_seen_at,
                 },
             ),
