@@ -21,7 +21,7 @@ import rcingest.default_plugins.bitbucket_webhook as webhook_plugin
 import rcingest.default_plugins.database as database_plugin
 import rcingest.default_plugins.story_keys as story_keys_plugin
 from rcingest.config import load_pipeline
-from rcingest.errors import ConfigError
+from rcingest.errors import RunFailed
 from rcingest.interfaces import RunContext
 from rcingest.pipeline import Runner
 from rcingest.plugins import Registry, make_plugin_manager
@@ -321,8 +321,18 @@ async def test_insecure_must_be_explicit(tmp_path: Path) -> None:
         "source: {type: bitbucket_webhook, config: {port: 0}}\n"
         f"sinks: [{{type: database, config: {{database: '{tmp_path}/x.db'}}}}]\n"
     )
-    with pytest.raises(ConfigError, match="insecure: true"):
-        load_pipeline(pipeline, registry())
+    loaded = load_pipeline(pipeline, registry())
+    ctx = RunContext(
+        run_id="n",
+        pipeline_name="n",
+        timezone=ZoneInfo("UTC"),
+        started_at=datetime.now(UTC),
+        base_dir=tmp_path,
+        source_id="n:s",
+        mode="serve",
+    )
+    with pytest.raises(RunFailed, match=r"no webhook secret.*insecure: true"):
+        Runner(loaded, ctx)
 
 
 async def test_insecure_accepts_unsigned_and_warns(

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from rcingest.bitbucket.auth import auth_header, auth_secrets
 from rcingest.bitbucket.client import ClientConfig
+from rcingest.errors import ConfigError
 from rcingest.hookspecs import RegisterSource, hookimpl
 from rcingest.interfaces import RunContext, Source
 from rcingest.records import Checkpoint, Record, record_type
@@ -74,11 +75,6 @@ class WebhookConfig(ClientConfig):
         if self.secret == "":
             # ``${BITBUCKET_WEBHOOK_SECRET:-}`` left empty means no secret.
             self.secret = None
-        if self.secret is None and not self.insecure:
-            raise ValueError(
-                "no webhook secret: set `secret` (e.g. ${BITBUCKET_WEBHOOK_SECRET}) "
-                "or `insecure: true` to accept unsigned deliveries"
-            )
         if self.secret is not None and len(self.secret) > 128:
             raise ValueError("`secret` is longer than Bitbucket's 128 characters")
         if not self.path.startswith("/"):
@@ -93,6 +89,13 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
 
     def __init__(self, config: WebhookConfig, context: RunContext) -> None:
         super().__init__(config, context)
+        if config.secret is None and not config.insecure:
+            # Checked here rather than in the Config so that `rcingest validate`
+            # accepts the example without the variable set; serve refuses to start.
+            raise ConfigError(
+                "no webhook secret: set BITBUCKET_WEBHOOK_SECRET (source.config.secret) "
+                "or `insecure: true` to accept unsigned deliveries"
+            )
         self.intake = Intake()
         self.metrics = WebhookMetrics()
         secrets = set(context.secrets) | set(auth_secrets(config.auth))
