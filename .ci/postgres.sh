@@ -2,7 +2,8 @@
 # A throwaway PostgreSQL for the test suite, on 127.0.0.1 only.
 #
 #   eval "$(.ci/postgres.sh)"          # start; exports RCINGEST_TEST_POSTGRES_URL (+ _DIR)
-#   .ci/postgres.sh stop "$RCINGEST_TEST_POSTGRES_DIR"   # stop it and delete its files
+#   .ci/postgres.sh stop [DIR]         # stop it and delete its files (DIR defaults to
+#                                      # $RCINGEST_TEST_POSTGRES_DIR, as exported by the start)
 #
 # Installs the server from the distribution's packages when no binaries are
 # found (set RCINGEST_PG_NO_INSTALL=1 to forbid that). The cluster lives in a
@@ -22,7 +23,9 @@ as_pg() {
 }
 
 if [ "${1:-}" = "stop" ]; then
-  dir=${2:?usage: postgres.sh stop DIR}
+  dir=${2:-${RCINGEST_TEST_POSTGRES_DIR:-}}
+  [ -n "$dir" ] || { echo "usage: postgres.sh stop DIR (or set RCINGEST_TEST_POSTGRES_DIR)" >&2; exit 2; }
+  case "$dir" in /tmp/rcingest-pg.*) ;; *) echo "postgres.sh: refusing to remove $dir" >&2; exit 2;; esac
   bin=$(find_bin)
   if [ -f "$dir/data/postmaster.pid" ]; then
     as_pg "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >&2 || true
