@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import msgspec
 
@@ -42,6 +42,7 @@ from rcingest.records import Commit, PullRequest, Record, Repository, WebhookDel
 from rcingest.runtime import redact
 
 _encode = msgspec.json.Encoder().encode
+Status = Literal["running", "succeeded", "failed", "interrupted"]
 _decode_artifact = msgspec.json.Decoder(RunArtifact).decode
 
 
@@ -190,7 +191,7 @@ class JsonArtifactSink(Sink[JsonArtifactConfig]):
                 self.context.logger.warning("%s: not continued, replaced: %s", existing, exc)
         return period
 
-    def _finish(self, period: _Period, status: str) -> Path:
+    def _finish(self, period: _Period, status: Status) -> Path:
         ctx = self.context
         window = period.window
         if window is None and ctx.window is not None:
@@ -205,7 +206,7 @@ class JsonArtifactSink(Sink[JsonArtifactConfig]):
             window=window,
             source=self._source(),
             counts=period.counts(ctx.stats.snapshot()),
-            status=status,  # type: ignore[arg-type]
+            status=status,
             payload=[],
         )
         path = self.dir / period.name
@@ -305,8 +306,13 @@ class JsonArtifactSink(Sink[JsonArtifactConfig]):
             if period is not None and period.window is not None:
                 wait = max(0.0, (period.window.end - now).total_seconds()) + 0.01
             await asyncio.sleep(min(wait, 300.0))
-            async with self._lock:
-                await self._roll()
+            try:
+                async with self._lock:
+                    await self._roll()
+            except Exception as exc:  # the daemon outlives one failed artifact
+                self.context.logger.error(
+                    "json_artifact: cannot write the hourly artifact: %s", exc
+                )
 
     # -- Sink -------------------------------------------------------------------
 
