@@ -590,3 +590,27 @@ async def test_postgres_connection_lost_is_reopened(postgres_url: str, tmp_path:
         await sink.write(Batch([commit(2)]))
         ctx.status = "succeeded"
     assert len(dump(postgres_url)["commits"]) == 2
+
+
+async def test_two_writers_on_one_database(database_spec: str, tmp_path: Path) -> None:
+    """Two sinks writing overlapping batches at once: no error, no duplicate.
+
+    SQLite: the second writer waits for the lock (BEGIN IMMEDIATE + busy
+    timeout). PostgreSQL: rows go in key order, so the writers cannot deadlock.
+    """
+    await write_run(database_spec, tmp_path, [])  # create the schema once
+    ctx_a, ctx_b = make_context(tmp_path, "a"), make_context(tmp_path, "b")
+    a = DatabaseSink(DatabaseConfig(database=database_spec), ctx_a)
+    b = DatabaseSink(DatabaseConfig(database=database_spec), ctx_b)
+
+    async def writer(sink: DatabaseSink, order: list[int]) -> None:
+        for start in order:
+            await sink.write(Batch([commit(n) for n in range(start, start + 40)]))
+
+    async with a, b:
+        await asyncio.gather(writer(a, [0, 40, 80, 120]), writer(b, [120, 80, 40, 0]))
+        ctx_a.status = ctx_b.status = "succeeded"
+    rows = dump(database_spec)
+    assert len(rows["commits"]) == 160
+    assert len(rows["commit_files"]) == 160 and len(rows["story_keys"]) == 160
+    assert sorted(r["id"] for r in _runs(database_spec)) == ["a", "b", "run-1"]

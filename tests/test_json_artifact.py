@@ -431,3 +431,29 @@ async def test_fake_scan_stores_the_same_rows_in_sqlite_and_postgres(
     from_sqlite, from_postgres = dump(sqlite_path, tables), dump(postgres_url, tables)
     assert from_sqlite["commits"]
     assert without(from_sqlite, *stamps) == without(from_postgres, *stamps)
+
+
+def test_database_and_artifacts_dir_flags_override(manager: Manager, write_yaml: Any) -> None:
+    """``--database`` and ``--artifacts-dir`` reach the sinks' fields of the same names."""
+    path = write_yaml(
+        """
+        source: {type: test_counter}
+        sinks:
+          - {type: database}
+          - {type: json_artifact}
+        """
+    )
+    pipeline = load_pipeline(
+        path,
+        Registry(manager),
+        overrides={"database": "postgresql://u:p@h:5432/db", "artifacts_dir": "out/here"},
+    )
+    database, artifact = (c.config for c in pipeline.sinks)
+    assert isinstance(database, DatabaseConfig) and isinstance(artifact, JsonArtifactConfig)
+    assert database.database == "postgresql://u:p@h:5432/db"
+    assert artifact.artifacts_dir == "out/here" and artifact.include_payload is True
+    defaults = load_pipeline(path, Registry(manager))
+    assert defaults.sinks[0].config == DatabaseConfig(database="data/bitbucket/commits.db")
+    assert defaults.sinks[1].config == JsonArtifactConfig(
+        artifacts_dir="artifacts/issues/wave3/bitbucket"
+    )
