@@ -34,7 +34,7 @@ from rcingest.webhooks.app import (
     stop_backfill,
 )
 from rcingest.webhooks.backfill import BackfillStore
-from rcingest.webhooks.intake import STREAMS, Intake
+from rcingest.webhooks.intake import STREAM, STREAMS, Intake
 from rcingest.webhooks.metrics import WebhookMetrics
 
 __all__ = ["BitbucketWebhookSource", "WebhookConfig"]
@@ -193,8 +193,8 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
         if checkpoint.stream not in STREAMS:
             return
         sub = self.intake.acknowledge(checkpoint.token)
-        if sub is None:
-            return
+        if sub is None or checkpoint.stream != STREAM:
+            return  # readiness probes are not deliveries
         self.metrics.write_latency.observe(time.monotonic() - sub.submitted)
         for name, n in Counter(record_type(r) for r in sub.records).items():
             self.metrics.records_written.labels(name).inc(n)
