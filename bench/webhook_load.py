@@ -133,8 +133,36 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -
     raise RuntimeError(f"server did not listen on {port} within {timeout}s")
 
 
+# rcingest serve with an extra sink type that discards batches: the daemon's
+# own cost (HTTP, signature, decoding, story keys, runner) without a database.
+NULL_SINK_MAIN = """
+import sys
+import rcingest
+from rcingest.cli import build_cli
+from rcingest.plugins import make_plugin_manager
+
+class DiscardSink(rcingest.Sink[rcingest.ComponentConfig]):
+    async def write(self, batch):
+        pass
+
+class Plugin:
+    @rcingest.hookimpl
+    def register_sinks(self, register):
+        register("bench_discard", DiscardSink)
+
+manager = make_plugin_manager(extra=[("bench", Plugin())])
+build_cli(manager).main(sys.argv[1:], obj=manager, prog_name="rcingest")
+"""
+
+
 def write_pipeline(workdir: Path, database: str, synchronous: str = "NORMAL") -> Path:
+    """The daemon's pipeline; ``database=""`` discards batches instead of storing them."""
     path = workdir / "webhook.yaml"
+    sink = (
+        f"type: database\n    config: {{database: '{database}', synchronous: {synchronous}}}"
+        if database
+        else "type: bench_discard"
+    )
     path.write_text(
         f"""name: bench-webhooks
 timezone: America/Phoenix
@@ -146,8 +174,7 @@ source:
 enrichers:
   - type: story_keys
 sinks:
-  - type: database
-    config: {{database: '{database}', synchronous: {synchronous}}}
+  - {sink}
 batch: {{size: 1000, queue: 20000}}
 summary_interval: 3600
 """,
@@ -159,9 +186,13 @@ summary_interval: 3600
 def start_daemon(
     pipeline: Path, port: int, log: Path, database: str | None = None
 ) -> subprocess.Popen[bytes]:
-    """``rcingest serve`` as a subprocess (the real CLI), stderr to ``log``."""
+    """``rcingest serve`` as a subprocess (the real CLI), stderr to ``log``.
+
+    ``database=""`` runs it with the discarding sink (see ``NULL_SINK_MAIN``).
+    """
     env = {**os.environ, "BITBUCKET_WEBHOOK_SECRET": SECRET}
-    cmd = [sys.executable, "-c", "from rcingest.cli import main; main()"]
+    main = "from rcingest.cli import main; main()" if database != "" else NULL_SINK_MAIN
+    cmd = [sys.executable, "-c", main]
     cmd += ["serve", str(pipeline), "--port", str(port), "-q"]
     if database:
         cmd += ["--database", database]
