@@ -372,3 +372,26 @@ async def test_credentials_never_reach_logs_errors_artifacts_or_the_database(
         for text in outputs:
             assert TOKEN not in text
             assert basic not in text
+
+
+async def test_merge_hash_expanded_through_the_commit_endpoint_when_unknown() -> None:
+    from rcingest.bitbucket.client import BitbucketClient, ClientConfig
+    from rcingest.default_plugins.bitbucket_rest.scan import _expand_merge_commits
+    from rcingest.interfaces import Stats
+
+    async with FakeBitbucket(SPEC) as fake:
+        repo = fake.data.repos["acme/service-00"]
+        head = repo.heads["main"]
+
+        def pr(merge: str) -> PullRequest:
+            return PullRequest(
+                id=1, repository=repo.full_name, title="t", state="MERGED", source_branch="a",
+                destination_branch="main", created_on=END, updated_on=END, merge_commit=merge,
+            )  # fmt: skip
+
+        found, gone = pr(head[:12]), pr("0123456789ab")
+        async with BitbucketClient(ClientConfig(base_url=fake.base_url), Stats()) as client:
+            await _expand_merge_commits(client, repo.full_name, [found, gone], set())
+        assert found.merge_commit == head
+        assert gone.merge_commit == "0123456789ab"  # unknown to Bitbucket: kept as sent
+        assert fake.counters.routes["commit"] == 2

@@ -141,8 +141,14 @@ async def _expand_merge_commits(
         match = [h for h in known if h.startswith(short)]
         if len(match) == 1:
             pr.merge_commit = match[0]
-        else:
+            continue
+        try:
             pr.merge_commit = str((await client.commit(repo, short))["hash"])
+        except BitbucketError as exc:
+            if exc.status != 404:
+                raise
+            # A merge commit since rewritten away: keep Bitbucket's short hash.
+            continue
 
 
 async def scan_repository(
