@@ -192,15 +192,17 @@ def scenario(
     proc, base_url = start_server(repos, commits, own, extra)
     try:
         env = {**os.environ, "BENCH_REPOS": str(repos)}
+        cmd = [sys.executable, __file__, "--child", kind, "--base-url", base_url]
+        cmd += ["--in-window", str(own)]
         child = subprocess.run(
-            [sys.executable, __file__, "--child", kind, "--base-url", base_url, "--in-window", str(own)],
-            capture_output=True, text=True, timeout=TIMEOUT, env=env, check=False,
-        )  # fmt: skip
+            cmd, capture_output=True, text=True, timeout=TIMEOUT, env=env, check=False
+        )
         if child.returncode != 0:
             raise SystemExit(f"{name}: child failed:\n{child.stderr[-3000:]}")
         result = json.loads(child.stdout.strip().splitlines()[-1])
         origin = base_url.rsplit("/2.0", 1)[0]
-        with urllib.request.urlopen(f"{origin}/_fake/stats", timeout=10) as resp:  # noqa: S310 - loopback
+        # The fake's counters, on loopback.
+        with urllib.request.urlopen(f"{origin}/_fake/stats", timeout=10) as resp:
             server = json.loads(resp.read())
     finally:
         proc.terminate()  # the server we started, by its handle
@@ -257,25 +259,27 @@ def main() -> None:
     for r in results:
         print(row(r))
     hand, ours, limited = results[0], results[1], results[2]
-    print(
-        f"wall ratio rcingest / hand-written: {ours['wall_s'] / hand['wall_s']:.3f} (target <= 1.15)"
-    )
+    ratio = ours["wall_s"] / hand["wall_s"]
+    print(f"wall ratio rcingest / hand-written: {ratio:.3f} (target <= 1.15)")
     print(f"requests: rcingest {ours['requests']}, hand-written {hand['requests']}")
-    print(f"429 variant: +{limited['wall_s'] - ours['wall_s']:.2f} s over no 429s (target <= 1.5 s), "
-          f"{limited['statuses'].get('429', 0)} answered 429")  # fmt: skip
+    extra = limited["wall_s"] - ours["wall_s"]
+    refused = limited["statuses"].get("429", 0)
+    print(f"429 variant: +{extra:.2f} s over no 429s (target <= 1.5 s), {refused} answered 429")
     strict = results[3]
-    print(
-        f"429 by count only (a retry can be 429'd again): +{strict['wall_s'] - ours['wall_s']:.2f} s"
-    )
+    extra = strict["wall_s"] - ours["wall_s"]
+    print(f"429 by count only (a retry can be 429'd again): +{extra:.2f} s")
     if len(results) > 4:
         large = results[4]
         per_small = ours["wall_s"] / ours["commits"] * 1000
         per_large = large["wall_s"] / large["commits"] * 1000
         cpu_small = ours["cpu_s"] / ours["commits"] * 1000
         cpu_large = large["cpu_s"] / large["commits"] * 1000
-        print(f"large scan: peak RSS {large['peak_rss_mb']} MB (target < 200); wall per commit "
-              f"{per_large:.3f} ms vs {per_small:.3f} ms ({per_large / per_small - 1:+.1%}); "
-              f"CPU per commit {cpu_large:.3f} ms vs {cpu_small:.3f} ms ({cpu_large / cpu_small - 1:+.1%})")  # fmt: skip
+        print(
+            f"large scan: peak RSS {large['peak_rss_mb']} MB (target < 200); wall per commit "
+            f"{per_large:.3f} ms vs {per_small:.3f} ms ({per_large / per_small - 1:+.1%}); "
+            f"CPU per commit {cpu_large:.3f} ms vs {cpu_small:.3f} ms "
+            f"({cpu_large / cpu_small - 1:+.1%})"
+        )
     print(json.dumps(results))
 
 
