@@ -424,3 +424,55 @@ async def test_client_counts_paced_requests(mocked: aioresponses) -> None:
         for _ in range(3):
             await client.get_json("/repositories/ws/r")
     assert stats.get("http.paced") == 1 and stats.get("http.requests") == 3
+
+
+# --- early stop of the source, over mocked pages -------------------------------------
+
+
+async def test_source_stops_a_branch_walk_once_safely_past_the_window(
+    mocked: aioresponses, tmp_path: Any
+) -> None:
+    from datetime import timedelta
+    from pathlib import Path
+    from zoneinfo import ZoneInfo
+
+    from rcingest.default_plugins.bitbucket_rest import BitbucketRestConfig, BitbucketRestSource
+    from rcingest.interfaces import RunContext
+    from rcingest.records import Commit
+
+    end = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+    def commit(i: int, when: datetime) -> dict[str, Any]:
+        return {"hash": f"{i:040x}", "date": when.isoformat(), "author": {"raw": "A <a@x>"}}
+
+    # Newest first: 10 commits in the 4-hour window, then old ones 30 minutes apart.
+    values = [commit(i, end - timedelta(minutes=20 * i + 1)) for i in range(10)]
+    values += [commit(i, end - timedelta(hours=4, minutes=30 * (i - 9))) for i in range(10, 400)]
+    pages = [values[i : i + 100] for i in range(0, 400, 100)]
+    base = f"{API}/repositories/ws/r/commits"
+    mocked.get(
+        f"{API}/repositories/ws/r", payload={"full_name": "ws/r", "mainbranch": {"name": "main"}}
+    )
+    for n, page in enumerate(pages, start=1):
+        query = "include=main&pagelen=100" + (f"&page={n}" if n > 1 else "")
+        body: dict[str, Any] = {"values": page, "pagelen": 100}
+        if n < len(pages):
+            body["next"] = f"{base}?include=main&pagelen=100&page={n + 1}"
+        mocked.get(f"{base}?{query}", payload=body)
+    ctx = RunContext(
+        run_id="t", pipeline_name="t", timezone=ZoneInfo("America/Phoenix"),
+        started_at=end, base_dir=Path(tmp_path), source_id="t:src",
+    )  # fmt: skip
+    cfg = BitbucketRestConfig(
+        workspace="ws", base_url=API, repositories=["r"], hours=4,
+        diffstat=False, pull_requests=False,
+    )  # fmt: skip
+    source = BitbucketRestSource(cfg, ctx)
+    out = [r async for r in source.records({})]
+    assert [r.hash for r in out if isinstance(r, Commit)] == sorted(
+        (v["hash"] for v in values[:10]), key=lambda h: int(h, 16), reverse=True
+    )
+    asked = [str(k[1]) for k in mocked.requests if "/commits" in str(k[1])]
+    # Page 1: 10 in the window + 90 old; page 2: 100 old, past the margin: stop.
+    assert len(asked) == 2 and not any("page=3" in u for u in asked)
+    assert ctx.stats.get("bitbucket.early_stops") == 1
