@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import sqlite3
-import textwrap
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -81,27 +81,19 @@ class Daemon:
 
 
 @contextlib.asynccontextmanager
-async def daemon(tmp_path: Path, source: str = "", sinks: str = "") -> AsyncIterator[Daemon]:
+async def daemon(
+    tmp_path: Path, source: dict[str, Any] | None = None, sinks: list[dict[str, Any]] | None = None
+) -> AsyncIterator[Daemon]:
     db = tmp_path / "commits.db"
     pipeline = tmp_path / "webhook.yaml"
-    pipeline.write_text(
-        textwrap.dedent(
-            f"""
-            name: hooks
-            source:
-              type: bitbucket_webhook
-              config:
-                port: 0
-                secret: {SECRET}
-                backfill_queue: {tmp_path}/backfill.db
-            {textwrap.indent(source, " " * 16).strip()}
-            enrichers: [{{type: story_keys}}]
-            sinks:
-              {sinks}
-              - {{type: database, config: {{database: '{db}'}}}}
-            """
-        ).replace("            {", "{")
-    )
+    config = {"port": 0, "secret": SECRET, "backfill_queue": f"{tmp_path}/backfill.db"}
+    spec = {
+        "name": "hooks",
+        "source": {"type": "bitbucket_webhook", "config": {**config, **(source or {})}},
+        "enrichers": [{"type": "story_keys"}],
+        "sinks": [*(sinks or []), {"type": "database", "config": {"database": str(db)}}],
+    }
+    pipeline.write_text(json.dumps(spec))  # JSON is YAML
     loaded = load_pipeline(pipeline, registry())
     context = RunContext(
         run_id="serve-1",
@@ -255,7 +247,7 @@ async def test_repeated_delivery_changes_only_last_seen(tmp_path: Path) -> None:
 
 async def test_failed_write_answers_503_and_the_daemon_stays_up(tmp_path: Path) -> None:
     raw = PUSH.read_bytes()
-    async with daemon(tmp_path, sinks="- {type: test_flaky}") as d:
+    async with daemon(tmp_path, sinks=[{"type": "test_flaky"}]) as d:
         FlakySink.failing = True
         try:
             status, text = await post(d.url, raw, signed(raw, uuid="retry-me"))
@@ -367,3 +359,29 @@ async def test_insecure_accepts_unsigned_and_warns(
     await task
     assert status == 200
     assert any("UNSIGNED" in r.getMessage() for r in caplog.records)
+
+
+async def test_runbook_secret_header_when_enabled(tmp_path: Path) -> None:
+    raw = PUSH.read_bytes()
+    plain = {"X-Event-Key": "repo:push", "X-Request-UUID": "s-1", "X-Webhook-Secret": SECRET}
+    async with daemon(tmp_path, source={"accept_secret_header": True}) as d:
+        assert (await post(d.url, raw, plain))[0] == 200
+        wrong = {**plain, "X-Request-UUID": "s-2", "X-Webhook-Secret": SECRET[:-1] + "?"}
+        assert (await post(d.url, raw, wrong))[0] == 401
+        assert d.rows("SELECT request_uuid FROM deliveries") == [("s-1",)]
+
+
+async def test_secret_never_written(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    raw = PUSH.read_bytes()
+    async with daemon(tmp_path, source={"accept_secret_header": True}) as d:
+        await post(d.url, raw, signed(raw, uuid="ok-1"))
+        await post(d.url, raw, {"X-Event-Key": "repo:push", "X-Webhook-Secret": SECRET + "x"})
+        await post(d.url, raw, {**signed(raw, uuid="bad"), "X-Hub-Signature": "sha256=00"})
+        async with aiohttp.ClientSession() as s, s.get(d.base + "/metrics") as r:
+            metrics_text = await r.text()
+    for path in tmp_path.iterdir():
+        if path.is_file() and path.suffix != ".yaml":
+            assert SECRET.encode() not in path.read_bytes(), path
+    assert SECRET not in caplog.text and SECRET not in metrics_text
+    assert sign(raw, SECRET).split("=")[1] not in caplog.text
