@@ -138,6 +138,7 @@ async def main_async(args: argparse.Namespace) -> int:
     log = workdir / "daemon.log"
     proc = start_daemon(pipeline, port, log)
     load = Load(args.count)
+    problems_early: list[str] = []
     deadline = time.monotonic() + args.deadline
     timeout = aiohttp.ClientTimeout(total=10)
     started = time.monotonic()
@@ -150,11 +151,14 @@ async def main_async(args: argparse.Namespace) -> int:
         ]
         await asyncio.wait_for(load.kill_now.wait(), args.deadline)
         before_kill = len(load.acked)
-        os.kill(proc.pid, signal.SIGKILL)  # the PID of the daemon this script started
+        sig = signal.SIGKILL if args.signal == "KILL" else signal.SIGTERM
+        os.kill(proc.pid, sig)  # the PID of the daemon this script started
         proc.wait()
+        if sig == signal.SIGTERM and proc.returncode != 0:
+            problems_early.append(f"daemon exited {proc.returncode} after SIGTERM mid-load")
         load.killed_at = time.monotonic()
         print(
-            f"killed daemon pid {proc.pid} (exit {proc.returncode}) "
+            f"sent SIG{args.signal} to daemon pid {proc.pid} (exit {proc.returncode}) "
             f"after {before_kill} deliveries answered 2xx",
             flush=True,
         )
@@ -168,7 +172,7 @@ async def main_async(args: argparse.Namespace) -> int:
     elapsed = time.monotonic() - started
     code = stop(proc)
     acked = set(load.acked)
-    problems = check(db, acked, args.count)
+    problems = problems_early + check(db, acked, args.count)
     if len(acked) != args.count:
         problems.append(f"only {len(acked)} of {args.count} deliveries were ever answered 2xx")
     with sqlite3.connect(db) as conn:
@@ -188,10 +192,8 @@ async def main_async(args: argparse.Namespace) -> int:
     )
     for p in problems:
         print("PROBLEM:", p)
-    print(
-        "kill test",
-        "FAILED" if problems else "passed: nothing answered 2xx was lost, nothing duplicated",
-    )
+    verdict = "FAILED" if problems else "passed: nothing answered 2xx was lost, nothing duplicated"
+    print(f"kill test (SIG{args.signal})", verdict)
     return 1 if problems else 0
 
 
@@ -205,6 +207,9 @@ def main() -> None:
     parser.add_argument("--downtime", type=float, default=1.0, help="seconds before the restart")
     parser.add_argument("--deadline", type=float, default=120.0)
     parser.add_argument("--synchronous", choices=["NORMAL", "FULL"], default="NORMAL")
+    parser.add_argument(
+        "--signal", choices=["KILL", "TERM"], default="KILL", help="TERM: a graceful stop mid-load"
+    )
     sys.exit(asyncio.run(main_async(parser.parse_args())))
 
 

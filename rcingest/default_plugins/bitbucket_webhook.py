@@ -206,8 +206,11 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests hand over, then end ``records`` after draining."""
-        if self.intake.closed:
+        if self.intake.closed or self.receiver.closing:
             return
+        # Requests arriving from now on (keep-alive connections) get 503 and
+        # are retried by Bitbucket; those already being read hand over.
+        self.receiver.closing = True
         if self._site is not None:
             await self._site.stop()  # no new connections
             self._site = None

@@ -76,6 +76,8 @@ class Receiver:
     recent: RecentDeliveries = field(default_factory=RecentDeliveries)
     backfill: BackfillWorker | None = None
     backfill_task: asyncio.Task[None] | None = None
+    #: Set when the daemon starts stopping: new requests get 503 at once.
+    closing: bool = False
     #: Handlers between "accepted the request" and "handed over or answered".
     entering: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -98,7 +100,7 @@ class Receiver:
         saves it as the ``webhook.readyz`` cursor in a real transaction: the
         answer means "the database is reachable and writable right now".
         """
-        if self.intake.closed:
+        if self.closing or self.intake.closed:
             return False, "stopping"
         if not self.intake.consuming:
             return False, "the pipeline is not consuming deliveries"
@@ -167,7 +169,7 @@ async def handle_delivery(request: web.Request) -> web.Response:
     r.entering += 1
     r.idle.clear()
     try:
-        if r.intake.closed:
+        if r.closing or r.intake.closed:
             r.stats.incr("webhook.unavailable")
             return _answer(503, "stopping; retry")
         early = too_large(request.content_length, s.max_body_bytes)
