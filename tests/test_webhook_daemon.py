@@ -41,10 +41,16 @@ class FlakySink(rcingest.Sink[FlakyConfig]):
 
     Config = FlakyConfig
     failing = False
+    #: Seconds the first write takes (a slow disk): deliveries pile up behind it.
+    first_delay = 0.0
+    sizes: list[int] = []
 
     async def write(self, batch: rcingest.Batch) -> None:
         if FlakySink.failing:
             raise OSError("database unreachable (injected)")
+        FlakySink.sizes.append(len(batch.checkpoints))
+        if len(FlakySink.sizes) == 1 and FlakySink.first_delay:
+            await asyncio.sleep(FlakySink.first_delay)
 
 
 class TestPlugins:
@@ -385,3 +391,28 @@ async def test_secret_never_written(tmp_path: Path, caplog: pytest.LogCaptureFix
             assert SECRET.encode() not in path.read_bytes(), path
     assert SECRET not in caplog.text and SECRET not in metrics_text
     assert sign(raw, SECRET).split("=")[1] not in caplog.text
+
+
+async def test_group_commit_writes_concurrent_deliveries_together(tmp_path: Path) -> None:
+    FlakySink.sizes, FlakySink.first_delay = [], 0.5
+    raw = PUSH.read_bytes()
+    try:
+        async with daemon(tmp_path, sinks=[{"type": "test_flaky"}]) as d:
+            async with aiohttp.ClientSession() as s:
+
+                async def one(i: int) -> int:
+                    headers = signed(raw, uuid=f"g{i}")
+                    async with s.post(d.url, data=raw, headers=headers) as r:
+                        return r.status
+
+                first = asyncio.create_task(one(0))
+                while not FlakySink.sizes:  # the first delivery is being written, slowly
+                    await asyncio.sleep(0.005)
+                statuses = await asyncio.gather(first, *(one(i) for i in range(1, 25)))
+            batches = d.runner.context.stats.get("database.batches")
+    finally:
+        FlakySink.first_delay = 0.0
+    assert statuses == [200] * 25
+    # The 24 deliveries that arrived during the first write went in together.
+    assert FlakySink.sizes[:2] == [1, 24]
+    assert batches == 2
