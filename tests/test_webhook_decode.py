@@ -232,3 +232,14 @@ def test_receive_checks_the_signature_before_parsing() -> None:
         {"X-Event-Key": "repo:push", "X-Hub-Signature": "sha256=00"}, b"{", secret=SECRET
     )
     assert verdict.status == 401
+
+
+def test_no_backfill_for_a_repository_name_unfit_for_an_api_path() -> None:
+    raw = body("webhook_repo-push_3-changes-one-truncated_jenkins-2017.json")
+    evil = raw.replace(b'"full_name": "cloudbeers/temp"', b'"full_name": "../../users/x"')
+    assert evil != raw
+    d = decode(headers("repo:push"), evil, received_at=NOW)
+    assert d.truncated == 1 and d.jobs == []
+    pr = body("webhook_pullrequest-created_go-scm-2018.json")
+    evil_pr = pr.replace(b'"full_name": "brydzewski/foo"', b'"full_name": "brydzewski/.."')
+    assert decode(headers("pullrequest:created"), evil_pr, received_at=NOW).jobs == []

@@ -74,6 +74,15 @@ KNOWN_EVENTS = STORED_EVENTS | frozenset(
     }
 )
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
+# A repository name safe to put in an API path (backfill): workspace/slug, no dot segments.
+_SAFE_REPO = re.compile(r"^(?!\.\.?/)[A-Za-z0-9_.-]+/(?!\.\.?$)[A-Za-z0-9_.-]+$")
+
+
+def backfill_safe(repository: str) -> bool:
+    """True when ``repository`` may be used in a REST path (``workspace/slug``, nothing else)."""
+    return bool(_SAFE_REPO.match(repository))
+
+
 _PR_STATES = frozenset({"OPEN", "MERGED", "DECLINED", "SUPERSEDED"})
 
 
@@ -237,7 +246,7 @@ def _decode_push(body: bytes, headers: DeliveryHeaders, delivery: WebhookDeliver
                 known.branches.extend(b for b in branches if b not in known.branches)
         if change.truncated:
             truncated += 1
-            if head is not None and _HEX40.match(head):
+            if head is not None and _HEX40.match(head) and backfill_safe(repo):
                 old = change.old.target.hash if change.old and change.old.target else None
                 jobs.append(
                     BackfillJob(
@@ -276,7 +285,7 @@ def _decode_pr(body: bytes, headers: DeliveryHeaders, delivery: WebhookDelivery)
     delivery.content_key = (
         f"{event.repository.uuid or repo}|pr|{pr.id}|{headers.event}|{pr.updated_on.isoformat()}"
     )
-    return Decoded(delivery=delivery, records=[record], jobs=[job])
+    return Decoded(delivery=delivery, records=[record], jobs=[job] if backfill_safe(repo) else [])
 
 
 def decode(headers: Mapping[str, str], body: bytes, *, received_at: datetime) -> Decoded:
