@@ -80,9 +80,8 @@ class Commit(msgspec.Struct, tag="commit", kw_only=True):
     """A commit seen on one or more branches of a repository.
 
     ``files`` is ``None`` when the file list was not fetched (diffstat switched
-    off, or a webhook delivery not yet completed), and ``[]`` when the commit
-    really touched no file. ``truncated`` marks a commit known only from a
-    truncated push whose full range could not be fetched.
+    off, or a webhook delivery), and ``[]`` when the commit really touched no
+    file.
     """
 
     hash: str
