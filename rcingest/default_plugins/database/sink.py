@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 import peewee
 
+from rcingest.default_plugins.database.checkpointer import WalCheckpointer
 from rcingest.default_plugins.database.connect import open_database, redact, scrub
 from rcingest.default_plugins.database.models import make_models
 from rcingest.default_plugins.database.rows import Rows, build_rows, utc
@@ -66,6 +68,8 @@ class DatabaseSink(Sink[DatabaseConfig], StateStore):
         self._executor: ThreadPoolExecutor | None = None
         self._records: Counter[str] = Counter()
         self._rows = 0
+        self._checkpointer: WalCheckpointer | None = None
+        self._run_updated = 0.0
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -105,8 +109,16 @@ class DatabaseSink(Sink[DatabaseConfig], StateStore):
 
     # -- writer-thread bodies ---------------------------------------------------
 
+    def _sqlite_file(self) -> str | None:
+        if isinstance(self.db, peewee.SqliteDatabase) and self.db.database != ":memory:":
+            return str(self.db.database)
+        return None
+
     def _open(self) -> tuple[int | None, int]:
         self.db.connect(reuse_if_open=True)
+        if self._sqlite_file() is not None:
+            # Checkpoints run on their own thread (checkpointer.py), not inside commits.
+            self.db.execute_sql("PRAGMA wal_autocheckpoint=0")  # type: ignore[no-untyped-call]
         found, now = ensure_schema(self.db, self.models, self.where)
         ctx = self.context
         run = self.models.runs
@@ -173,12 +185,23 @@ class DatabaseSink(Sink[DatabaseConfig], StateStore):
         try:
             # The runs row keeps the status "running" while the run goes on, but
             # its counts follow every batch, in the batch's own transaction.
-            return write_rows(
-                self.db, self.models, rows, after=lambda: self._update_run(status="running")
-            )
+            return write_rows(self.db, self.models, rows, after=self._after_batch())
         except BaseException:
             self._records, self._rows = before
             raise
+
+    def _after_batch(self) -> Callable[[], None] | None:
+        """The ``runs`` update to make in this batch's transaction, if any.
+
+        A scan updates its counts with every batch. A daemon writes many small
+        batches (one per burst of deliveries), so its counts follow at most
+        once a second; the final counts are written when it stops.
+        """
+        now = time.monotonic()
+        if self.context.mode == "serve" and now - self._run_updated < 1.0:
+            return None
+        self._run_updated = now
+        return lambda: self._update_run(status="running")
 
     def _close(self, finish: bool) -> None:
         try:
@@ -211,6 +234,10 @@ class DatabaseSink(Sink[DatabaseConfig], StateStore):
         except BaseException:
             await self._shutdown(finish=False)
             raise
+        path = self._sqlite_file()
+        if path is not None:
+            self._checkpointer = WalCheckpointer(path, busy_timeout_ms=self.config.busy_timeout_ms)
+            self._checkpointer.start()
         if found is not None and found != now:
             self.context.logger.warning(
                 "database %s: schema upgraded from version %s to %s", self.where, found, now
@@ -227,6 +254,9 @@ class DatabaseSink(Sink[DatabaseConfig], StateStore):
         await self._shutdown(finish=True, quiet=exc_type is not None)
 
     async def _shutdown(self, *, finish: bool, quiet: bool = False) -> None:
+        if self._checkpointer is not None:
+            checkpointer, self._checkpointer = self._checkpointer, None
+            await asyncio.get_running_loop().run_in_executor(None, checkpointer.stop)
         if self._executor is None:
             return
         try:
