@@ -153,7 +153,10 @@ def run(
     setup_logging(_level(quiet, verbose), loaded.secrets)
     context = make_context(loaded, mode="run", dry_run=dry_run)
     show_progress = not quiet and sys.stderr.isatty() and not os.environ.get("CI")
-    runner = Runner(loaded, context, progress_printer() if show_progress else None)
+    try:
+        runner = Runner(loaded, context, progress_printer() if show_progress else None)
+    except RcingestError as exc:
+        _fail(exc, loaded.secrets)
     result, error = _run_to_end(runner)
     code = 0 if error is None else error.exit_code
     if as_json:
@@ -222,7 +225,10 @@ def serve(
     loaded = _load(ctx, path, {"host": host, "port": port, "database": database})
     setup_logging(_level(quiet, verbose), loaded.secrets)
     context = make_context(loaded, mode="serve")
-    runner = Runner(loaded, context)
+    try:
+        runner = Runner(loaded, context)
+    except RcingestError as exc:
+        _fail(exc, loaded.secrets)
     _tune_gc_for_daemon()
 
     async def go() -> RunResult:

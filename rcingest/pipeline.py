@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 
 from rcingest.config import Component, Pipeline
-from rcingest.errors import RunFailed, SinkError
+from rcingest.errors import ConfigError, RunFailed, SinkError
 from rcingest.interfaces import Batch, Enricher, RunContext, Sink, Source, StateStore, Window
 from rcingest.records import Checkpoint, Record, record_type
 from rcingest.state import FileStateStore
@@ -84,10 +84,14 @@ class Runner:
         self._carry: Record | Checkpoint | _End | None = None
 
     def _build(self, component: Component) -> Any:
+        where = f"{self.pipeline.path}: {component.path} ({component.label})"
         try:
             return component.registered.component(component.config, self.context)
+        except ConfigError as exc:
+            # A setting the component refuses (a missing secret): bad config, exit 2.
+            raise ConfigError(f"{where}: {exc}") from exc
         except Exception as exc:
-            raise RunFailed(f"{component.path} ({component.label}): cannot start: {exc}") from exc
+            raise RunFailed(f"{where}: cannot start: {exc}") from exc
 
     def _state_store(self) -> tuple[StateStore, bool]:
         """The cursor store, and whether a sink saves checkpoints itself in its transaction."""

@@ -230,3 +230,36 @@ def test_records_file_replays_jsonl_output(manager: Any, memory: Any, tmp_path: 
     memory.clear()
     CliRunner().invoke(cli, ["run", str(replay)], obj=manager)
     assert memory.get("replayed", []) == []
+
+
+class PickyConfig(rcingest.ComponentConfig):
+    token: str = ""
+
+
+class PickySource(rcingest.Source[PickyConfig]):
+    Config = PickyConfig
+
+    def __init__(self, config: PickyConfig, context: rcingest.RunContext) -> None:
+        super().__init__(config, context)
+        if not config.token:
+            from rcingest.errors import ConfigError
+
+            raise ConfigError("no token: set MY_TOKEN")
+
+
+class Picky:
+    @rcingest.hookimpl
+    def register_sources(self, register: Any) -> None:
+        register("picky", PickySource)
+
+
+def test_a_component_refusing_its_config_is_a_config_error(tmp_path: Path, memory: Any) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("source: {type: picky}\nsinks: [{type: test_memory}]\n")
+    manager = make_plugin_manager(extra=[("p", Picky()), ("t", TestComponents())])
+    for command in ("run", "serve"):
+        result = CliRunner().invoke(cli, [command, str(path)], obj=manager)
+        assert result.exit_code == 2, result.output
+        assert f"{path}: $.source (picky): no token: set MY_TOKEN" in result.output
+        assert "Traceback" not in result.output
+    assert "default" not in memory
