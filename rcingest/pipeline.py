@@ -82,6 +82,8 @@ class Runner:
         self.result = RunResult(context.run_id, "running", 0.0, dry_run=context.dry_run)
         self._stopping = asyncio.Event()
         self._carry: Record | Checkpoint | _End | None = None
+        self._producer: asyncio.Task[None] | None = None
+        self._consumed = False
 
     def _build(self, component: Component) -> Any:
         where = f"{self.pipeline.path}: {component.path} ({component.label})"
@@ -101,9 +103,17 @@ class Runner:
         return FileStateStore(state_file_for(self.pipeline)), False
 
     async def stop(self) -> None:
-        """Serve mode: stop the source; the run drains what it accepted and ends."""
+        """Stop on a signal: what the source already produced is still written.
+
+        A server-like source (serve mode) is asked to stop accepting and drain.
+        A scan is cut short: its producer task is cancelled, the records and
+        checkpoints already queued are written, and the run ends "interrupted"
+        with its cursors where the last complete checkpoint left them.
+        """
         self._stopping.set()
         await self.source.stop()
+        if self.context.mode == "run" and self._producer is not None:
+            self._producer.cancel()
 
     async def run(self) -> RunResult:
         started = time.monotonic()
@@ -155,9 +165,11 @@ class Runner:
         store, sink_saves = self._state_store()
         cursors = await store.load_cursors(self.context.source_id)
         producer = asyncio.create_task(self._produce(queue, cursors), name="rcingest-source")
+        self._producer = producer
         try:
             await self._consume(queue, store, sink_saves)
         finally:
+            self._consumed = True
             if not producer.done():
                 producer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -173,7 +185,11 @@ class Runner:
                         item = enricher.enrich(item)
                 await queue.put(item)
         except asyncio.CancelledError:
-            raise
+            if not self._stopping.is_set() or self._consumed:
+                raise
+            # Cancelled by stop(): end the stream so the consumer writes what is queued.
+            await queue.put(_End())
+            return
         except Exception as exc:
             await queue.put(_End(exc))
             return

@@ -263,3 +263,41 @@ def test_a_component_refusing_its_config_is_a_config_error(tmp_path: Path, memor
         assert f"{path}: $.source (picky): no token: set MY_TOKEN" in result.output
         assert "Traceback" not in result.output
     assert "default" not in memory
+
+
+class EndlessSource(rcingest.Source[rcingest.ComponentConfig]):
+    """A scan that never ends by itself (a hung API): only a signal stops it."""
+
+    async def records(
+        self, cursors: Mapping[str, dict[str, Any]]
+    ) -> AsyncIterator[rcingest.Record | rcingest.Checkpoint]:
+        for i in range(5):
+            yield rcingest.Repository(full_name=f"ws/r{i}")
+        yield rcingest.Checkpoint("endless", {"done": 5})
+        await asyncio.sleep(3600)
+        yield rcingest.Repository(full_name="ws/never")
+
+
+class Endless:
+    @rcingest.hookimpl
+    def register_sources(self, register: Any) -> None:
+        register("endless", EndlessSource)
+
+
+async def test_stop_cuts_a_scan_short_and_keeps_what_was_produced(
+    tmp_path: Path, memory: Any
+) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("source: {type: endless}\nsinks: [{type: test_memory}]\n")
+    extra = [("e", Endless()), ("t", TestComponents())]
+    pipeline = load_pipeline(path, Registry(make_plugin_manager(extra=extra)))
+    runner = Runner(pipeline, make_context(pipeline))
+    task = asyncio.create_task(runner.run())
+    while len(memory.get("default", [])) < 5:
+        await asyncio.sleep(0.01)
+    await asyncio.wait_for(runner.stop(), 5)
+    result = await asyncio.wait_for(task, 5)
+    assert result.status == "interrupted"
+    assert [r.full_name for r in memory["default"]] == [f"ws/r{i}" for i in range(5)]
+    state = json.loads((tmp_path / "p.state.json").read_text())
+    assert state[f"{pipeline.config.name}:endless"]["endless"] == {"done": 5}
