@@ -197,3 +197,24 @@ def test_async_hook_implementations_are_refused() -> None:
 
     with pytest.raises(PluginError, match="must not be 'async def'"):
         make_plugin_manager(load_entrypoints=False, extra=[("async-plugin", Async())])
+
+
+def test_builtin_story_keys_can_be_overridden_by_a_third_party() -> None:
+    from rcingest.default_plugins.story_keys import StoryKeysEnricher
+
+    def register_enrichers(register: Any) -> None:
+        register("story_keys", SuffixEnricher)
+
+    builtin = Registry(make_plugin_manager())
+    assert builtin.get("enricher", "story_keys").component is StoryKeysEnricher
+    extra = [("house-rules", _plugin(register_enrichers=register_enrichers))]
+    registry = Registry(make_plugin_manager(extra=extra))
+    assert registry.get("enricher", "story_keys").component is SuffixEnricher
+
+
+def test_builtin_sinks_are_not_overridable() -> None:
+    def register_sinks(register: Any) -> None:
+        register("database", MemorySink)
+
+    with pytest.raises(PluginError, match="registered twice"):
+        Registry(make_plugin_manager(extra=[("x", _plugin(register_sinks=register_sinks))]))

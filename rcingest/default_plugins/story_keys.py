@@ -64,4 +64,6 @@ class StoryKeysEnricher(Enricher[StoryKeysConfig]):
 @hookimpl
 def register_enrichers(register: RegisterEnricher) -> None:
     """Register the ``story_keys`` enricher."""
-    register("story_keys", StoryKeysEnricher)
+    # Overridable: a team with its own key rules can register a "story_keys"
+    # enricher in its plugin and pipelines keep naming the same type.
+    register("story_keys", StoryKeysEnricher, overridable=True)
