@@ -21,7 +21,7 @@ import rcingest.default_plugins.bitbucket_webhook as webhook_plugin
 import rcingest.default_plugins.database as database_plugin
 import rcingest.default_plugins.story_keys as story_keys_plugin
 from rcingest.config import load_pipeline
-from rcingest.errors import RunFailed
+from rcingest.errors import ConfigError
 from rcingest.interfaces import RunContext
 from rcingest.pipeline import Runner
 from rcingest.plugins import Registry, make_plugin_manager
@@ -329,7 +329,10 @@ async def test_insecure_must_be_explicit(tmp_path: Path) -> None:
         source_id="n:s",
         mode="serve",
     )
-    with pytest.raises(RunFailed, match=r"no webhook secret.*insecure: true"):
+    # A configuration problem (exit 2), naming the YAML path, not a failed run.
+    with pytest.raises(
+        ConfigError, match=r"\$\.source \(bitbucket_webhook\): no webhook secret.*insecure: true"
+    ):
         Runner(loaded, ctx)
 
 
