@@ -158,6 +158,8 @@ def run(
     except RcingestError as exc:
         _fail(exc, loaded.secrets)
     result, error = _run_to_end(runner)
+    if show_progress:
+        sys.stderr.write("\n")  # end the progress line before the summary
     code = 0 if error is None else error.exit_code
     if as_json:
         click.echo(json.dumps({**result.to_dict(), "exit_code": code}, default=str, indent=2))
