@@ -94,6 +94,16 @@ class SummaryStoryKey(msgspec.Struct, forbid_unknown_fields=True):
     origins: list[StoryKeyOrigin]
 
 
+class ArtifactFile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One file a commit touched, so an auditor sees what changed without the database."""
+
+    path: str
+    status: Literal["added", "removed", "modified", "renamed"]
+    old_path: str | None = None
+    lines_added: Count = 0
+    lines_removed: Count = 0
+
+
 class CommitSummary(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """One commit, as an auditor needs it without the database."""
 
@@ -106,6 +116,8 @@ class CommitSummary(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     summary: str
     #: Number of files changed; null when the file list was not fetched.
     files_changed: Count | None
+    #: The files themselves; null when the file list was not fetched.
+    files: list[ArtifactFile] | None = None
     story_keys: list[SummaryStoryKey]
 
 

@@ -170,9 +170,27 @@ async def test_scan_artifact_contents(tmp_path: Path) -> None:
         "date": "2026-11-20T10:01:00-07:00",
         "summary": "REL-1 change 1",
         "files_changed": None,
+        "files": None,
         "story_keys": [{"key": "REL-1", "origins": ["message"]}],
     }
     assert data["payload"][2]["files_changed"] == 0
+    assert data["payload"][2]["files"] == []
+    assert data["payload"][0]["files"] == [
+        {
+            "path": "f2.py",
+            "status": "added",
+            "old_path": None,
+            "lines_added": 0,
+            "lines_removed": 0,
+        },
+        {
+            "path": "g2.py",
+            "status": "modified",
+            "old_path": None,
+            "lines_added": 0,
+            "lines_removed": 0,
+        },
+    ]
     assert not list((tmp_path / "out").glob(".*.tmp"))
 
 

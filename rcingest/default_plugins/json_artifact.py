@@ -29,6 +29,7 @@ import msgspec
 
 from rcingest.artifact import (
     ArtifactCounts,
+    ArtifactFile,
     ArtifactSource,
     ArtifactWindow,
     CommitAuthor,
@@ -267,6 +268,18 @@ class JsonArtifactSink(Sink[JsonArtifactConfig]):
             date=self.context.local(c.date),
             summary=clean(c.summary),
             files_changed=None if c.files is None else len(c.files),
+            files=None
+            if c.files is None
+            else [
+                ArtifactFile(
+                    path=clean(f.path),
+                    status=f.status,
+                    old_path=clean(f.old_path) if f.old_path is not None else None,
+                    lines_added=f.lines_added,
+                    lines_removed=f.lines_removed,
+                )
+                for f in c.files
+            ],
             story_keys=[SummaryStoryKey(k.key, list(k.origins)) for k in c.story_keys],
         )
 
