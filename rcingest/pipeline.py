@@ -84,6 +84,8 @@ class Runner:
         self._carry: Record | Checkpoint | _End | None = None
         self._producer: asyncio.Task[None] | None = None
         self._consumed = False
+        #: Serve mode: the error of records that failed after the last checkpoint.
+        self._failed_tail: SinkError | None = None
 
     def _build(self, component: Component) -> Any:
         where = f"{self.pipeline.path}: {component.path} ({component.label})"
@@ -197,26 +199,38 @@ class Runner:
 
     async def _next_batch(
         self, queue: asyncio.Queue[Record | Checkpoint | _End]
-    ) -> tuple[Batch, _End | None]:
+    ) -> tuple[Batch, list[Record | Checkpoint], _End | None]:
+        """The next batch, its items in arrival order, and the end marker if the source ended."""
         cfg = self.pipeline.config.batch
-        linger = 0.0 if self.source.low_latency else cfg.linger
+        low_latency = self.source.low_latency
+        linger = 0.0 if low_latency else cfg.linger
         batch = Batch(records=[], checkpoints=[])
+        items: list[Record | Checkpoint] = []
         item = self._carry if self._carry is not None else await queue.get()
         self._carry = None
         deadline = time.monotonic() + linger
         while True:
             if isinstance(item, _End):
-                return batch, item
+                return batch, items, item
             if isinstance(item, Checkpoint):
                 batch.checkpoints.append(item)
-            elif len(batch.records) >= cfg.size:
+                items.append(item)
+            elif len(batch.records) >= cfg.size and (
+                # A server's submission (records, then its checkpoint) is not
+                # split across batches, up to a hard cap, so one failed write
+                # never leaves half a delivery stored and half acknowledged.
+                not low_latency
+                or isinstance(items[-1], Checkpoint)
+                or len(batch.records) >= 4 * cfg.size
+            ):
                 # Full: this record opens the next batch. Checkpoints that
                 # directly follow a full batch still ride with it, so the
                 # cursor advances as far as the data written.
                 self._carry = item
-                return batch, None
+                return batch, items, None
             else:
                 batch.records.append(item)
+                items.append(item)
             try:
                 item = queue.get_nowait()
                 continue
@@ -224,11 +238,11 @@ class Runner:
                 pass
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return batch, None
+                return batch, items, None
             try:
                 item = await asyncio.wait_for(queue.get(), remaining)
             except TimeoutError:
-                return batch, None
+                return batch, items, None
 
     async def _consume(
         self,
@@ -237,25 +251,63 @@ class Runner:
         sink_saves: bool,
     ) -> None:
         while True:
-            batch, end = await self._next_batch(queue)
-            if batch.records or batch.checkpoints:
-                try:
-                    await self._deliver(batch, store, sink_saves)
-                except SinkError as exc:
-                    if self.context.mode != "serve":
-                        raise
-                    # A daemon outlives one failed write: its senders are told
-                    # (503) and retry; nothing of the batch was acknowledged.
-                    self.context.stats.incr("pipeline.failed_batches")
-                    self.context.logger.error("%s", exc)
-                    for checkpoint in batch.checkpoints:
-                        await self.source.reject(checkpoint, exc)
+            batch, items, end = await self._next_batch(queue)
+            if items:
+                if self._failed_tail is not None and self.context.mode == "serve":
+                    await self._salvage(items, store, sink_saves)
+                else:
+                    try:
+                        await self._deliver(batch, store, sink_saves)
+                    except SinkError as exc:
+                        if self.context.mode != "serve":
+                            raise
+                        # A daemon outlives a failed write: it retries the batch
+                        # one submission at a time, so one bad delivery cannot
+                        # take the others down with it.
+                        self.context.stats.incr("pipeline.failed_batches")
+                        self.context.logger.error("%s", exc)
+                        await self._salvage(items, store, sink_saves)
             if end is not None:
                 if end.error is not None:
                     raise RunFailed(
                         f"source {self.pipeline.source.label!r} failed: {end.error}"
                     ) from end.error
                 return
+
+    async def _salvage(
+        self, items: list[Record | Checkpoint], store: StateStore, sink_saves: bool
+    ) -> None:
+        """Serve mode: write ``items`` segment by segment (records up to a checkpoint).
+
+        A segment that stores is acknowledged; one that fails is rejected (its
+        sender gets 503 and retries). Records after the last checkpoint that
+        fail poison the next checkpoint, which covers them: it is rejected too,
+        whatever becomes of the rest of its segment.
+        """
+        segment: list[Record] = []
+        for item in [*items, None]:
+            if isinstance(item, Checkpoint) or item is None:
+                earlier = self._failed_tail
+                checkpoints = [item] if item is not None and earlier is None else []
+                error: SinkError | None = None
+                if segment or checkpoints:
+                    try:
+                        await self._deliver(Batch(segment, checkpoints), store, sink_saves)
+                    except SinkError as exc:
+                        error = exc
+                        self.context.logger.error("%s", exc)
+                if item is None:
+                    if error is not None:
+                        self._failed_tail = error
+                    return
+                self._failed_tail = None
+                reason = error if error is not None else earlier
+                if reason is not None:
+                    self.context.stats.incr("pipeline.rejected")
+                    await self.source.reject(item, reason)
+                segment = []
+            else:
+                segment.append(item)
 
     async def _deliver(self, batch: Batch, store: StateStore, sink_saves: bool) -> None:
         # Checkpoints may sit between records; a checkpoint covers only what

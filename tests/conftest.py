@@ -68,6 +68,8 @@ class SuffixEnricher(rcingest.Enricher[SuffixConfig]):
 class MemoryConfig(rcingest.ComponentConfig):
     key: str = "default"
     fail_on_batch: int | None = None
+    #: Fail every write that holds a repository record of this name.
+    poison: str | None = None
 
 
 MEMORY: dict[str, list[Any]] = {}
@@ -87,6 +89,9 @@ class MemorySink(rcingest.Sink[MemoryConfig]):
         self.batches += 1
         if self.config.fail_on_batch == self.batches:
             raise OSError("disk full (injected)")
+        names = {getattr(r, "full_name", None) for r in batch.records}
+        if self.config.poison is not None and self.config.poison in names:
+            raise ValueError(f"cannot store {self.config.poison} (injected)")
         MEMORY.setdefault(self.config.key, []).extend(batch.records)
 
     async def __aexit__(self, *exc: object) -> None:

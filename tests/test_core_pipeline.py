@@ -169,7 +169,15 @@ async def test_bounded_queue_applies_backpressure(tmp_path: Path) -> None:
     assert PROGRESS["max_ahead"] <= 100 + 50 + 1
 
 
-class ServeSource(rcingest.Source[rcingest.ComponentConfig]):
+class ServeConfig(rcingest.ComponentConfig):
+    #: Records per submission; each submission is followed by its checkpoint.
+    per_submission: int = 1
+    submissions: int = 3
+    pause: float = 0.0
+
+
+class ServeSource(rcingest.Source[ServeConfig]):
+    Config = ServeConfig
     low_latency = True
     acked: list[int] = []
     rejected: list[int] = []
@@ -177,10 +185,11 @@ class ServeSource(rcingest.Source[rcingest.ComponentConfig]):
     async def records(
         self, cursors: Mapping[str, dict[str, Any]]
     ) -> AsyncIterator[rcingest.Record | rcingest.Checkpoint]:
-        for i in range(3):
-            yield rcingest.Repository(full_name=f"ws/r{i}")
+        for i in range(self.config.submissions):
+            for j in range(self.config.per_submission):
+                yield rcingest.Repository(full_name=f"ws/r{i}.{j}")
             yield rcingest.Checkpoint("webhook", None, token=i)
-            await asyncio.sleep(0.05)  # separate deliveries, separate batches
+            await asyncio.sleep(self.config.pause)
 
     async def acknowledge(self, checkpoint: rcingest.Checkpoint) -> None:
         ServeSource.acked.append(checkpoint.token)
@@ -195,21 +204,51 @@ class Serve:
         register("serve_test", ServeSource)
 
 
-async def test_serve_mode_rejects_a_failed_batch_and_keeps_running(
-    tmp_path: Path, memory: Any
-) -> None:
+async def _serve(tmp_path: Path, source: str, sink: str, batch: str = "{}") -> Any:
+    ServeSource.acked, ServeSource.rejected = [], []
     path = tmp_path / "s.yaml"
     path.write_text(
-        "source: {type: serve_test}\nsinks: [{type: test_memory, config: {fail_on_batch: 2}}]\n"
+        f"source: {{type: serve_test, config: {source}}}\n"
+        f"sinks: [{{type: test_memory, config: {sink}}}]\nbatch: {batch}\n"
     )
     extra = [("s", Serve()), ("t", TestComponents())]
-    registry = Registry(make_plugin_manager(load_entrypoints=False, extra=extra))
-    pipeline = load_pipeline(path, registry)
-    result = await Runner(pipeline, make_context(pipeline, mode="serve")).run()
+    pipeline = load_pipeline(
+        path, Registry(make_plugin_manager(load_entrypoints=False, extra=extra))
+    )
+    return await Runner(pipeline, make_context(pipeline, mode="serve")).run()
+
+
+async def test_serve_mode_retries_a_failed_batch_per_submission(
+    tmp_path: Path, memory: Any
+) -> None:
+    # All three submissions arrive together (one batch); the middle one cannot be stored.
+    result = await _serve(tmp_path, "{submissions: 3}", "{poison: ws/r1.0}")
     assert result.status == "succeeded"
-    assert ServeSource.acked == [0, 2] and ServeSource.rejected == [1]
+    assert sorted(ServeSource.acked) == [0, 2] and ServeSource.rejected == [1]
     assert result.stats["pipeline.failed_batches"] == 1
-    assert [r.full_name for r in memory["default"]] == ["ws/r0", "ws/r2"]
+    assert result.stats["pipeline.rejected"] == 1
+    assert sorted(r.full_name for r in memory["default"]) == ["ws/r0.0", "ws/r2.0"]
+
+
+async def test_serve_mode_transient_failure_is_retried_once(tmp_path: Path, memory: Any) -> None:
+    result = await _serve(tmp_path, "{submissions: 3, pause: 0.05}", "{fail_on_batch: 2}")
+    assert ServeSource.acked == [0, 1, 2] and ServeSource.rejected == []
+    assert result.stats["pipeline.failed_batches"] == 1
+
+
+async def test_serve_mode_never_acknowledges_half_a_submission(tmp_path: Path, memory: Any) -> None:
+    # Submissions of 6 records with batches of 1: a batch is cut inside a
+    # submission only at the hard cap (4 x size). The first part cannot be
+    # stored, so the submission's checkpoint, in a later batch, is rejected
+    # although the rest of its records were written.
+    result = await _serve(
+        tmp_path,
+        "{submissions: 2, per_submission: 6}",
+        "{poison: ws/r0.1}",
+        "{size: 1}",
+    )
+    assert ServeSource.rejected == [0] and ServeSource.acked == [1]
+    assert result.stats["pipeline.rejected"] == 1
 
 
 def test_records_file_replays_jsonl_output(manager: Any, memory: Any, tmp_path: Path) -> None:
