@@ -66,10 +66,12 @@ def _iso(option: str) -> Callable[[click.Context, click.Parameter, str | None], 
         if value is None:
             return None
         try:
-            datetime.fromisoformat(value)
+            moment = datetime.fromisoformat(value)
         except ValueError:
             raise click.BadParameter(f"not an ISO 8601 date or time: {value!r}") from None
-        return value
+        # Python reads "2026-11-01" or "2026-11-01T00:00"; the config wants
+        # RFC 3339 with seconds. A naive value stays naive: the pipeline's zone applies.
+        return moment.isoformat()
 
     return check
 

@@ -165,7 +165,8 @@ FLAG_FIELDS: dict[str, tuple[str, ...]] = {
     "port": ("port",),
 }
 # Setting one of these removes the others from the same component: they exclude each other.
-_EXCLUSIVE = {"hours": ("since", "until"), "since": ("hours",), "until": ("hours",)}
+# --until alone keeps a configured ``hours`` (the window then ends at --until).
+_EXCLUSIVE = {"hours": ("since", "until"), "since": ("hours",)}
 
 
 def _entries(data: dict[str, Any]) -> list[tuple[Kind, str, dict[str, Any]]]:

@@ -17,8 +17,14 @@ from rcingest.interfaces import RunContext
 
 log = logging.getLogger("rcingest")
 
-# user:password@ in any URL, e.g. postgresql://u:p@host/db or https://u:t@host/
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s:]+:[^/@\s]+@")
+# user:password@ (or :password@) in any URL, e.g. postgresql://u:p@host/db or https://u:t@host/
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s:]*:[^/@\s]+@")
+# password=... (and token-like keys) in a query string or a libpq key=value string
+_QUERY_SECRETS = re.compile(
+    r"(?P<key>(?:^|[?&;\s])(?:password|passwd|pwd|token|access_token|api_token|secret)=)"
+    r"[^&;\s]+",
+    re.IGNORECASE,
+)
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
@@ -26,7 +32,8 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     for value in sorted(secrets, key=len, reverse=True):
         if value:
             text = text.replace(value, "***")
-    return _URL_CREDENTIALS.sub(r"\g<scheme>***:***@", text)
+    text = _URL_CREDENTIALS.sub(r"\g<scheme>***:***@", text)
+    return _QUERY_SECRETS.sub(r"\g<key>***", text)
 
 
 class RedactingFilter(logging.Filter):

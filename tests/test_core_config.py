@@ -147,3 +147,32 @@ def test_bad_flag_values_are_usage_errors(manager: Any, write_yaml: Any) -> None
     assert "not an ISO 8601 date" in result.output
     result = CliRunner().invoke(cli, ["run"], obj=manager)
     assert result.exit_code == 2 and "missing the pipeline file" in result.output
+
+
+def test_iso_flags_are_normalised_for_the_config(manager: Any, write_yaml: Any) -> None:
+    from rcingest.cli import _iso
+
+    check = _iso("since")
+    assert check(None, None, "2026-11-01T00:00") == "2026-11-01T00:00:00"  # type: ignore[arg-type]
+    assert check(None, None, "2026-11-01") == "2026-11-01T00:00:00"  # type: ignore[arg-type]
+    assert check(None, None, "2026-11-01T08:00-07:00") == "2026-11-01T08:00:00-07:00"  # type: ignore[arg-type]
+
+
+def test_until_alone_keeps_hours(manager: Any, write_yaml: Any) -> None:
+    from rcingest.config import apply_overrides
+
+    class Windowed:
+        class Config:
+            __struct_fields__ = ("hours", "since", "until")
+
+    class Reg:
+        def get(self, kind: str, type_name: str) -> Any:
+            from types import SimpleNamespace
+
+            return SimpleNamespace(component=Windowed)
+
+    data = {"source": {"type": "x", "config": {"hours": 4}}, "sinks": []}
+    out = apply_overrides(data, {"until": "2026-11-02T00:00:00"}, Reg())  # type: ignore[arg-type]
+    assert out["source"]["config"] == {"hours": 4, "until": "2026-11-02T00:00:00"}
+    out = apply_overrides(out, {"hours": 2}, Reg())  # type: ignore[arg-type]
+    assert out["source"]["config"] == {"hours": 2}

@@ -64,3 +64,14 @@ def test_run_ids_sort_by_time_and_are_unique() -> None:
     ids = {new_run_id(now) for _ in range(100)}
     assert len(ids) == 100
     assert all(i.startswith("20261123T062337Z-") for i in ids)
+
+
+def test_redact_query_passwords_and_empty_user_credentials() -> None:
+    assert redact("postgresql://u@h/db?password=s3cret&sslmode=disable") == (
+        "postgresql://u@h/db?password=***&sslmode=disable"
+    )
+    assert redact("postgresql://:s3cret@h/db") == "postgresql://***:***@h/db"
+    assert redact("host=h password=pw dbname=x") == "host=h password=*** dbname=x"
+    assert redact("https://api.bitbucket.org:443/2.0/repositories/a@b") == (
+        "https://api.bitbucket.org:443/2.0/repositories/a@b"
+    )
