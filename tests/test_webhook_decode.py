@@ -243,3 +243,125 @@ def test_no_backfill_for_a_repository_name_unfit_for_an_api_path() -> None:
     pr = body("webhook_pullrequest-created_go-scm-2018.json")
     evil_pr = pr.replace(b'"full_name": "brydzewski/foo"', b'"full_name": "brydzewski/.."')
     assert decode(headers("pullrequest:created"), evil_pr, received_at=NOW).jobs == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "attempt"),
+    [
+        ("3", 3),
+        ("0", 1),
+        ("-4", 1),
+        ("bogus", 1),
+        ("1000", 1000),
+        ("1001", 1000),
+        ("99999999999999999999", 1000),
+        ("9" * 5000, 1000),
+        ("٣", 1),
+    ],
+)
+def test_attempt_number_is_clamped(raw: str, attempt: int) -> None:
+    # An unsigned header must never carry a value the database cannot hold.
+    d = decode(
+        headers("repo:push", **{"X-Attempt-Number": raw}),
+        body("webhook_repo-push_single-commit_go-scm-2018.json"),
+        received_at=NOW,
+    )
+    assert d.delivery.attempt == attempt
+
+
+@pytest.mark.parametrize(
+    ("name", "event", "old", "new", "fragment"),
+    [
+        (
+            "webhook_repo-push_single-commit_go-scm-2018.json",
+            "repo:push",
+            b'"date": "2018-',
+            b'"date": "9999-12-31T23:00:00-05:00", "x": "',
+            "date out of range",
+        ),
+        (
+            "webhook_repo-push_single-commit_go-scm-2018.json",
+            "repo:push",
+            b'"date": "2018-',
+            b'"date": "0001-01-01T00:00:00+05:00", "x": "',
+            "date out of range",
+        ),
+        (
+            "webhook_pullrequest-created_go-scm-2018.json",
+            "pullrequest:created",
+            b'"updated_on": "',
+            b'"updated_on": "9999-12-31T23:59:59+00:00", "x": "',
+            "updated_on out of range",
+        ),
+        (
+            "webhook_pullrequest-created_go-scm-2018.json",
+            "pullrequest:created",
+            b'"id": 1,',
+            b'"id": 2147483648,',
+            "pull request id 2147483648 out of range",
+        ),
+        (
+            "webhook_pullrequest-created_go-scm-2018.json",
+            "pullrequest:created",
+            b'"id": 1,',
+            b'"id": -1,',
+            "out of range",
+        ),
+    ],
+)
+def test_values_the_database_cannot_hold_are_refused(
+    name: str, event: str, old: bytes, new: bytes, fragment: str
+) -> None:
+    raw = body(name)
+    assert old in raw
+    with pytest.raises(DecodeError) as info:
+        decode(headers(event), raw.replace(old, new), received_at=NOW)
+    assert info.value.status == 400 and fragment in info.value.reason
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("X-Request-UUID", "\udcff", "X-Request-UUID header is not printable ASCII"),
+        ("X-Request-UUID", "é", "not printable ASCII"),
+        ("X-Request-Id", "a\x00b", "X-Request-Id header is not printable ASCII"),
+        ("X-Hook-UUID", "\udcfe\udcff", "X-Hook-UUID header is not printable ASCII"),
+        ("X-Request-UUID", "x" * 201, "longer than 200 characters"),
+        ("X-Hook-UUID", "x" * 201, "longer than 200 characters"),
+    ],
+)
+def test_identifier_headers_must_be_short_ascii(name: str, value: str, fragment: str) -> None:
+    raw = body("webhook_repo-push_single-commit_go-scm-2018.json")
+    hdrs = {**headers("repo:push"), name: value}
+    if name == "X-Request-Id":
+        del hdrs["X-Request-UUID"]
+    with pytest.raises(DecodeError) as info:
+        decode(hdrs, raw, received_at=NOW)
+    assert info.value.status == 400 and fragment in info.value.reason
+    verdict = receive({**hdrs, "X-Hub-Signature": sign(raw, SECRET)}, raw, secret=SECRET)
+    assert verdict.status == 400 and verdict.decoded is None
+
+
+@pytest.mark.parametrize("event", ["repo:\udcff", "é:push", "repo:" + "x" * 200])
+def test_event_key_must_be_short_ascii(event: str) -> None:
+    with pytest.raises(DecodeError, match="X-Event-Key"):
+        decode({"X-Event-Key": event}, b"{}", received_at=NOW)
+
+
+def test_identifier_headers_at_the_limit_are_kept() -> None:
+    raw = body("webhook_repo-push_single-commit_go-scm-2018.json")
+    d = decode(headers("repo:push", **{"X-Request-UUID": "u" * 200}), raw, received_at=NOW)
+    assert d.delivery.request_uuid == "u" * 200
+
+
+@pytest.mark.parametrize("event", ["repo:fork", "totally:unknown"])
+@pytest.mark.parametrize("raw", [b"this is not json", b"", b"{", b'{"a": 1} x'])
+def test_a_body_that_is_not_json_is_400_even_for_an_event_not_stored(
+    event: str, raw: bytes
+) -> None:
+    # docs/webhooks.md: a body that is not JSON is 400, whatever the event.
+    verdict = receive(
+        {"X-Event-Key": event, "X-Hub-Signature": sign(raw, SECRET)}, raw, secret=SECRET
+    )
+    assert (verdict.status, verdict.outcome) == (400, "bad_request")
+    assert "not valid JSON" in verdict.reason

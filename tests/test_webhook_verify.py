@@ -104,3 +104,11 @@ def test_errors_never_carry_the_secret_or_the_signature() -> None:
             authenticate(headers, BODY, secret=SECRET, accept_secret_header=True)
         assert SECRET not in str(info.value)
         assert VECTOR.split("=")[1] not in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["\udcff\udcfe", SECRET[:-1] + "\udcff", "é"])
+def test_a_secret_header_that_is_not_utf8_fails_the_check(value: str) -> None:
+    # aiohttp hands over undecodable header bytes as surrogates: a failed check, not a crash.
+    assert not verify_secret_header(value, SECRET)
+    with pytest.raises(AuthError, match="invalid X-Webhook-Secret"):
+        authenticate({"X-Webhook-Secret": value}, BODY, secret=SECRET, accept_secret_header=True)

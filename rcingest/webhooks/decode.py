@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 import msgspec
@@ -26,6 +26,9 @@ from rcingest.bitbucket.parse import commit_from_api, pull_request_from_api
 from rcingest.records import Commit, PullRequest, PullRequestRef, Record, WebhookDelivery
 
 __all__ = [
+    "MAX_ATTEMPT",
+    "MAX_HEADER_CHARS",
+    "MAX_ID",
     "STORED_EVENTS",
     "BackfillJob",
     "DecodeError",
@@ -113,19 +116,63 @@ def header_value(headers: Mapping[str, str], name: str) -> str | None:
     return value.strip() if value is not None and value.strip() else None
 
 
+#: Longest accepted X-Event-Key, X-Request-UUID and X-Hook-UUID (Bitbucket's are under 60).
+MAX_HEADER_CHARS = 200
+#: X-Attempt-Number is clamped to 1..MAX_ATTEMPT (unsigned: it only informs).
+MAX_ATTEMPT = 1000
+#: Largest id a pull request may have (PostgreSQL ``integer``).
+MAX_ID = 2**31 - 1
+
+
+def _identifier(headers: Mapping[str, str], *names: str) -> str | None:
+    """The first of ``names`` present, refused unless printable ASCII of a sane length."""
+    for name in names:
+        value = header_value(headers, name)
+        if value is None:
+            continue
+        if len(value) > MAX_HEADER_CHARS:
+            raise DecodeError(f"{name} header longer than {MAX_HEADER_CHARS} characters")
+        if not (value.isascii() and value.isprintable()):
+            raise DecodeError(f"{name} header is not printable ASCII")
+        return value
+    return None
+
+
 def read_headers(headers: Mapping[str, str]) -> DeliveryHeaders:
-    """The delivery headers; raise :class:`DecodeError` when ``X-Event-Key`` is missing."""
-    event = header_value(headers, "X-Event-Key")
+    """The delivery headers; raise :class:`DecodeError` when ``X-Event-Key`` is missing.
+
+    ``X-Event-Key``, ``X-Request-UUID`` (or ``X-Request-Id``) and ``X-Hook-UUID``
+    must be printable ASCII of at most :data:`MAX_HEADER_CHARS` characters;
+    ``X-Attempt-Number`` is clamped to ``1..MAX_ATTEMPT`` (1 when not a number).
+    """
+    event = _identifier(headers, "X-Event-Key")
     if event is None:
         raise DecodeError("missing X-Event-Key header")
     attempt_raw = header_value(headers, "X-Attempt-Number")
-    try:
-        attempt = max(1, int(attempt_raw)) if attempt_raw else 1
-    except ValueError:
-        attempt = 1
+    attempt = 1
+    if attempt_raw and attempt_raw.isascii() and attempt_raw.isdigit():
+        # Ten digits or more is past the cap anyway (and int() of a huge string is slow).
+        attempt = (
+            min(MAX_ATTEMPT, max(1, int(attempt_raw))) if len(attempt_raw) < 10 else MAX_ATTEMPT
+        )
     # Bitbucket Data Center names the request id X-Request-Id.
-    request_uuid = header_value(headers, "X-Request-UUID") or header_value(headers, "X-Request-Id")
-    return DeliveryHeaders(event, request_uuid, header_value(headers, "X-Hook-UUID"), attempt)
+    request_uuid = _identifier(headers, "X-Request-UUID", "X-Request-Id")
+    return DeliveryHeaders(event, request_uuid, _identifier(headers, "X-Hook-UUID"), attempt)
+
+
+def _check_moment(event: str, what: str, moment: datetime | None) -> None:
+    """Refuse a timestamp that cannot be stored or shown in every time zone.
+
+    Its UTC value must fall within years 2 to 9998, so no conversion overflows.
+    """
+    if moment is None:
+        return
+    try:
+        year = (moment.astimezone(UTC) if moment.tzinfo is not None else moment).year
+    except OverflowError:
+        year = 0
+    if not 1 < year < 9999:
+        raise DecodeError(f"{event} payload has {what} out of range: {moment.isoformat()}")
 
 
 # ---- payload shapes (lenient: only the fields used) -------------------------
@@ -177,6 +224,8 @@ class _PullRequestEvent(msgspec.Struct):
 
 _push_decoder = msgspec.json.Decoder(_PushEvent)
 _pr_decoder = msgspec.json.Decoder(_PullRequestEvent)
+# Validates any JSON document without building it (Raw keeps the bytes).
+_any_json = msgspec.json.Decoder(msgspec.Raw).decode
 
 
 # ---- results ----------------------------------------------------------------
@@ -239,6 +288,7 @@ def _decode_push(body: bytes, headers: DeliveryHeaders, delivery: WebhookDeliver
         keys.append(f"{ref.type if ref else '?'}:{ref_name}:{head or 'deleted'}")
         branches = [ref_name] if is_branch and change.new is not None else []
         for raw in change.commits:
+            _check_moment(headers.event, f"commit {raw.hash[:12]!r} date", raw.date)
             known = commits.get(raw.hash)
             if known is None:
                 commits[raw.hash] = _commit(raw, repo, list(branches), delivery.received_at)
@@ -273,6 +323,10 @@ def _decode_pr(body: bytes, headers: DeliveryHeaders, delivery: WebhookDelivery)
     pr, repo = event.pullrequest, event.repository.full_name
     if pr.state not in _PR_STATES:
         raise DecodeError(f"{headers.event} payload of the wrong shape: unknown state {pr.state!r}")
+    if not 1 <= pr.id <= MAX_ID:
+        raise DecodeError(f"{headers.event} payload has pull request id {pr.id} out of range")
+    _check_moment(headers.event, "created_on", pr.created_on)
+    _check_moment(headers.event, "updated_on", pr.updated_on)
     # merge_commit keeps the 12-character abbreviation of webhook payloads (§0.8).
     record = pull_request_from_api(pr, repo, [])
     job = BackfillJob(
@@ -311,6 +365,11 @@ def decode(headers: Mapping[str, str], body: bytes, *, received_at: datetime) ->
         return _decode_push(body, head, delivery)
     if head.event in PR_EVENTS:
         return _decode_pr(body, head, delivery)
+    # Not stored, but still held to the contract: the body must be JSON.
+    try:
+        _any_json(body)
+    except msgspec.DecodeError as exc:
+        raise DecodeError(f"body is not valid JSON: {exc}") from None
     delivery.outcome = "ignored" if head.event in KNOWN_EVENTS else "unknown_event"
     return Decoded(delivery=delivery)
 

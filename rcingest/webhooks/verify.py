@@ -72,7 +72,12 @@ def verify_secret_header(header: str | None, secret: str) -> bool:
     """True when the shared-secret header equals ``secret`` (constant-time comparison)."""
     if header is None:
         return False
-    return hmac.compare_digest(header.encode("utf-8"), secret.encode("utf-8"))
+    try:
+        # A header with bytes that are not UTF-8 arrives with surrogates: no match.
+        received = header.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return hmac.compare_digest(received, secret.encode("utf-8"))
 
 
 def _get(headers: Mapping[str, str], name: str) -> str | None:
