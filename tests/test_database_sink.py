@@ -243,6 +243,44 @@ async def test_pull_request_updates_and_keys(database_spec: str, tmp_path: Path)
     assert [r["full_name"] for r in rows["repositories"]] == ["acme/api"]
 
 
+@pytest.mark.parametrize("one_batch", [False, True])
+async def test_an_older_pull_request_snapshot_never_overwrites_a_newer_one(
+    database_spec: str, tmp_path: Path, one_batch: bool
+) -> None:
+    """A backfill of an earlier delivery (or a replayed scan) lands after the merge."""
+    merged = pull_request(
+        state="MERGED",
+        title="REL-1 login (final)",
+        description="final",
+        source_branch="feature/REL-1-final",
+        updated_on=T0 + timedelta(hours=2),
+        merge_commit="abcdef123456",
+    )
+    stale = pull_request(state="OPEN", title="REL-1 login", description="draft", updated_on=T0)
+    same_time = pull_request(
+        state="MERGED", title="REL-1 login (final, edited)", updated_on=T0 + timedelta(hours=2)
+    )
+    if one_batch:
+        await write_run(database_spec, tmp_path, [Batch([merged, stale])], "run-1")
+    else:
+        await write_run(database_spec, tmp_path, [Batch([merged])], "run-1")
+        await write_run(database_spec, tmp_path, [Batch([stale])], "run-2")
+    (pr,) = dump(database_spec, ["pull_requests"])["pull_requests"]
+    assert (pr["state"], pr["title"], pr["description"], pr["source_branch"]) == (
+        "MERGED",
+        "REL-1 login (final)",
+        "final",
+        "feature/REL-1-final",
+    )
+    assert pr["updated_on"] == datetime(2026, 11, 20, 14, 0)
+    assert pr["merge_commit"] == "abcdef123456"
+    # An equally recent snapshot still updates (an edit without a newer stamp).
+    await write_run(database_spec, tmp_path, [Batch([same_time])], "run-3")
+    (pr,) = dump(database_spec, ["pull_requests"])["pull_requests"]
+    assert pr["title"] == "REL-1 login (final, edited)"
+    assert pr["merge_commit"] == "abcdef123456"
+
+
 async def test_repeated_delivery_changes_only_last_seen_and_attempt(
     database_spec: str, tmp_path: Path
 ) -> None:
@@ -476,6 +514,69 @@ async def test_wrong_password_message_is_redacted(
     assert "opening failed" in message and "***" in message
     assert wrong not in message and wrong not in caplog.text
     assert parts.password is not None and parts.password not in message
+
+
+@pytest.mark.parametrize(
+    ("spec", "shown", "password"),
+    [
+        ("postgresql://u:s3cret@h:5432/db", "postgresql://***:***@h:5432/db", "s3cret"),
+        ("postgresql://:s3cret@h/db", "postgresql://***:***@h/db", "s3cret"),
+        (
+            "postgresql://u@h/db?password=s3cret&sslmode=disable",
+            "postgresql://u@h/db?password=***&sslmode=disable",
+            "s3cret",
+        ),
+        ("postgresql://u:url-pw@h/db?password=s3cret", None, "s3cret"),
+        ("postgres://u:p%40ss@h/db", "postgres://***:***@h/db", "p@ss"),
+        ("postgresql://u@h/db?sslmode=require", "postgresql://u@h/db?sslmode=require", None),
+    ],
+)
+def test_every_form_of_password_is_masked_and_returned_for_scrubbing(
+    spec: str, shown: str | None, password: str | None
+) -> None:
+    # libpq takes the password from the URL's credentials or from ?password=
+    # (the query wins); both must be masked and both must be scrubbed.
+    if shown is not None:
+        assert redact(spec) == shown
+    assert "s3cret" not in redact(spec) and "p%40ss" not in redact(spec)
+    db, returned = open_database(spec)
+    assert returned == password
+    assert db.connect_params.get("password") == password
+
+
+async def test_a_query_string_password_stays_out_of_errors_and_logs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    pw = "q-s3cret-in-query"
+    # Port 1: nothing listens; the driver's error may echo the connection string.
+    sink = DatabaseSink(
+        DatabaseConfig(database=f"postgresql://rc@127.0.0.1:1/db?password={pw}"),
+        make_context(tmp_path),
+    )
+    assert pw not in sink.where and "password=***" in sink.where
+    assert pw in sink._secrets
+    with pytest.raises(RunFailed) as info:
+        async with sink:
+            pass
+    assert pw not in str(info.value) and pw not in caplog.text
+
+
+@pytest.mark.postgres
+async def test_query_string_password_is_scrubbed_from_rows(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The password given as ?password= is a secret like any other: never in a row."""
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    parts = urlsplit(postgres_url)
+    assert parts.password
+    netloc = f"{parts.username}@{parts.hostname}:{parts.port}"
+    url = urlunsplit(parts._replace(netloc=netloc, query=f"password={quote(parts.password)}"))
+    leaked = commit(1, message=f"REL-1 oops, pasted {parts.password} here")
+    await write_run(url, tmp_path, [Batch([leaked])])
+    (row,) = dump(postgres_url, ["commits"])["commits"]
+    assert parts.password not in row["message"] and "***" in row["message"]
 
 
 @pytest.mark.postgres

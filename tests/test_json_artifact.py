@@ -328,13 +328,53 @@ async def test_secrets_never_reach_artifact_database_or_logs(
         message=f"oops, pasted {TOKEN} and {WEBHOOK_SECRET} (clone https://me:pw-123@host/x)",
         branches=[f"fix/{WEBHOOK_SECRET}"],
         author_raw=f"Bot {TOKEN} <bot@example.com>",
+        author_name=f"Bot {TOKEN}",
+        author_account_id=f"acct-{TOKEN}",
+        files=[FileChange(f"keys/{TOKEN}.txt", "renamed", f"old/{WEBHOOK_SECRET}.txt")],
     )
+    # Every other column that holds text, in every table: one secret each.
+    in_repo = f"acme/{WEBHOOK_SECRET}"
+    others: list[Any] = [
+        commit(2, repository=in_repo, parents=[TOKEN]),
+        Repository(
+            full_name=f"acme/r-{TOKEN}",
+            uuid=TOKEN,
+            name=TOKEN,
+            workspace=TOKEN,
+            mainbranch=TOKEN,
+            language=TOKEN,
+        ),
+        PullRequest(
+            id=9,
+            repository=in_repo,
+            title=f"REL-1 {TOKEN}",
+            state="OPEN",
+            source_branch=TOKEN,
+            destination_branch=WEBHOOK_SECRET,
+            created_on=T0,
+            updated_on=T0,
+            description=TOKEN,
+            author_name=TOKEN,
+            author_account_id=TOKEN,
+            merge_commit=TOKEN,
+            commit_hashes=[f"{1:040x}"],
+            story_keys=[StoryKey("REL-1", ("pr_title",))],
+        ),
+        WebhookDelivery(
+            request_uuid=f"r-{TOKEN}",
+            event="repo:push",
+            received_at=T0,
+            hook_uuid=TOKEN,
+            repository=in_repo,
+            content_key=f"{in_repo}|push|branch:feature/{WEBHOOK_SECRET}:abc",
+        ),
+    ]
     db_path = tmp_path / "db" / "c.db"
     art = JsonArtifactSink(JsonArtifactConfig(artifacts_dir=str(tmp_path / "a")), ctx)
     db = DatabaseSink(DatabaseConfig(database=str(db_path)), ctx)
     async with art, db:
         for sink in (art, db):
-            await sink.write(Batch([leaky]))
+            await sink.write(Batch([leaky, *others]))
         ctx.status = "succeeded"
     text = art.written[0].read_text(encoding="utf-8")
     data = validate(art.written[0])

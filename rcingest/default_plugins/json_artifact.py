@@ -263,7 +263,7 @@ class JsonArtifactSink(Sink[JsonArtifactConfig]):
             author=CommitAuthor(
                 raw=clean(c.author_raw),
                 name=clean(c.author_name) if c.author_name is not None else None,
-                account_id=c.author_account_id,
+                account_id=clean(c.author_account_id) if c.author_account_id is not None else None,
             ),
             date=self.context.local(c.date),
             summary=clean(c.summary),

@@ -45,7 +45,9 @@ def open_database(
     """A not-yet-connected peewee Database for ``spec``, and its password (or None).
 
     SQLite gets WAL, the busy timeout and ``synchronous``; its parent folders
-    are created. The password is returned so callers can scrub driver messages.
+    are created. The password (of the URL's credentials, or its ``?password=``
+    query parameter, which libpq prefers) is returned so callers can scrub
+    driver messages.
     """
     if is_postgres(spec):
         return _postgres(spec)
@@ -104,7 +106,10 @@ def _postgres(spec: str) -> tuple[peewee.Database, str | None]:
         "port": port,
         "connect_timeout": 10,
     }
-    # libpq options such as ?sslmode=require pass through unchanged.
-    params.update(parse_qsl(parts.query))
+    # libpq options such as ?sslmode=require pass through unchanged; so does
+    # ?password=, which then is the password to keep out of messages.
+    query = dict(parse_qsl(parts.query))
+    params.update(query)
+    password = query.get("password") or password
     db = peewee.PostgresqlDatabase(name, **{k: v for k, v in params.items() if v is not None})
     return db, password

@@ -92,11 +92,7 @@ class Rows:
         ) + len(self.implied_repositories)
 
 
-def _same(text: str) -> str:
-    return text
-
-
-def _commit(rows: Rows, c: Commit, now: datetime, clean: Callable[[str], str]) -> None:
+def _commit(rows: Rows, c: Commit, now: datetime) -> None:
     known = c.files is not None
     previous = rows.commits.get(c.hash)
     if previous is not None:
@@ -104,11 +100,10 @@ def _commit(rows: Rows, c: Commit, now: datetime, clean: Callable[[str], str]) -
         # the later record wins, but a file list seen once stays known.
         known = known or bool(previous[8])
     rows.commits[c.hash] = (
-        c.hash, c.repository, clean(c.author_raw), c.author_name, c.author_account_id,
-        utc(c.date), clean(c.message), " ".join(c.parents), known, now, now,
+        c.hash, c.repository, c.author_raw, c.author_name, c.author_account_id,
+        utc(c.date), c.message, " ".join(c.parents), known, now, now,
     )  # fmt: skip
     for branch in c.branches:
-        branch = clean(branch)
         rows.commit_branches[(c.hash, branch)] = (c.hash, branch, now)
     for f in c.files or ():
         rows.commit_files[(c.hash, f.path)] = (
@@ -124,13 +119,17 @@ def _commit(rows: Rows, c: Commit, now: datetime, clean: Callable[[str], str]) -
     _imply_repository(rows, c.repository, now)
 
 
-def _pull_request(rows: Rows, pr: PullRequest, now: datetime, clean: Callable[[str], str]) -> None:
-    rows.pull_requests[(pr.repository, pr.id)] = (
-        pr.repository, pr.id, clean(pr.title), clean(pr.description), pr.state,
-        clean(pr.source_branch), clean(pr.destination_branch), pr.author_name,
-        pr.author_account_id, pr.merge_commit,
-        utc(pr.created_on), utc(pr.updated_on), now, now,
-    )  # fmt: skip
+def _pull_request(rows: Rows, pr: PullRequest, now: datetime) -> None:
+    updated_on = utc(pr.updated_on)
+    previous = rows.pull_requests.get((pr.repository, pr.id))
+    # Twice in one batch: the newer snapshot wins, as it does across batches.
+    if previous is None or previous[11] is None or updated_on is None or updated_on >= previous[11]:
+        rows.pull_requests[(pr.repository, pr.id)] = (
+            pr.repository, pr.id, pr.title, pr.description, pr.state,
+            pr.source_branch, pr.destination_branch, pr.author_name,
+            pr.author_account_id, pr.merge_commit,
+            utc(pr.created_on), updated_on, now, now,
+        )  # fmt: skip
     for commit_hash in pr.commit_hashes:
         row: Row = (pr.repository, pr.id, commit_hash)
         rows.pull_request_commits[row] = row
@@ -155,18 +154,18 @@ def build_rows(
 ) -> Rows:
     """The rows that ``records`` and the durable ``checkpoints`` become, stamped ``now`` (UTC).
 
-    ``clean`` is applied to free text (messages, author lines, titles,
-    descriptions, branch names) to keep secret values out of the database.
+    ``clean`` (given when secrets are configured) is applied to every string
+    of every row except the cursors' state, so no column can carry a secret
+    value into the database; see :func:`_scrub`.
     """
     now = utc(now) or now
-    clean = clean or _same
     rows = Rows()
     for record in records:
         rows.records[record_type(record)] += 1
         if isinstance(record, Commit):
-            _commit(rows, record, now, clean)
+            _commit(rows, record, now)
         elif isinstance(record, PullRequest):
-            _pull_request(rows, record, now, clean)
+            _pull_request(rows, record, now)
         elif isinstance(record, Repository):
             r = record
             rows.repositories[r.full_name] = (
@@ -183,8 +182,39 @@ def build_rows(
                 _imply_repository(rows, d.repository, now)
     for name in rows.repositories:
         rows.implied_repositories.pop(name, None)
+    if clean is not None:
+        _scrub(rows, clean)
     for cp in checkpoints:
         if cp.state is not None:
             state = json.dumps(cp.state, sort_keys=True, default=str)
             rows.cursors[(source_id, cp.stream)] = (source_id, cp.stream, state, now)
     return rows
+
+
+#: The tables whose rows are scrubbed (all but ``cursors``: a source's own
+#: resume state, which must come back exactly as it was saved).
+_SCRUBBED = (
+    "repositories", "implied_repositories", "commits", "commit_branches", "commit_files",
+    "story_keys", "pull_requests", "pull_request_commits", "pull_request_story_keys",
+    "deliveries",
+)  # fmt: skip
+
+
+def _scrub(rows: Rows, clean: Callable[[str], str]) -> None:
+    """Apply ``clean`` to every string of every row, whatever its column.
+
+    Generic on purpose: a column added later is covered without a thought.
+    Rows are re-keyed by their cleaned key columns, so two keys that differ
+    only by a secret become one row (PostgreSQL refuses to upsert one row
+    twice in a statement).
+    """
+    for name in _SCRUBBED:
+        table: dict[Any, Row] = getattr(rows, name)
+        cleaned: dict[Any, Row] = {}
+        for key, row in table.items():
+            new = tuple(clean(v) if isinstance(v, str) else v for v in row)
+            if isinstance(key, tuple):
+                cleaned[new[: len(key)]] = new
+            else:
+                cleaned[new[0]] = new
+        setattr(rows, name, cleaned)

@@ -64,6 +64,8 @@ class DatabaseSink(Sink[DatabaseConfig], StateStore):
             busy_timeout_ms=config.busy_timeout_ms,
         )
         self._secrets = {s for s in context.secrets | ({password} if password else set()) if s}
+        # Longest first: a secret that contains another is replaced whole.
+        self._ordered_secrets = tuple(sorted(self._secrets, key=len, reverse=True))
         self.models = make_models(self.db)
         self._executor: ThreadPoolExecutor | None = None
         self._records: Counter[str] = Counter()
@@ -90,7 +92,7 @@ class DatabaseSink(Sink[DatabaseConfig], StateStore):
 
     def _clean(self, text: str) -> str:
         """``text`` without secret values (a token pasted into a commit message)."""
-        for secret in self._secrets:
+        for secret in self._ordered_secrets:
             if secret in text:
                 text = text.replace(secret, "***")
         return text

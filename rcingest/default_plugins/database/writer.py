@@ -204,9 +204,11 @@ def write_rows(
         _insert(db, m.story_keys, r.STORY_KEY_FIELDS, rows.story_keys.values(), None)
         pr = m.pull_requests
         mutable = (
-            "title", "description", "state", "source_branch", "destination_branch",
-            "updated_on", "last_seen_at",
+            "title", "description", "state", "source_branch", "destination_branch", "updated_on",
         )  # fmt: skip
+        # A snapshot older than the stored one (a backfill of an earlier
+        # delivery, a replayed scan) must not roll the pull request back.
+        newer = pr.updated_on.is_null() | (EXCLUDED.updated_on >= pr.updated_on)
         _insert(
             db,
             pr,
@@ -215,7 +217,11 @@ def write_rows(
             (
                 [pr.repository, pr.id],
                 {
-                    **{getattr(pr, n): getattr(EXCLUDED, n) for n in mutable},
+                    **{
+                        getattr(pr, n): Case(None, [(newer, getattr(EXCLUDED, n))], getattr(pr, n))
+                        for n in mutable
+                    },
+                    pr.last_seen_at: EXCLUDED.last_seen_at,
                     **{
                         getattr(pr, n): _keep(pr, n)
                         for n in ("author_name", "author_account_id", "merge_commit")
