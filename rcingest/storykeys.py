@@ -6,9 +6,12 @@ Two dialects, both from what Atlassian's own tools accept
 * ``strict`` (default) is what Bitbucket Cloud and Jira link: an uppercase
   project key of a letter then one or more letters, digits or underscores, a
   hyphen, and an issue number that does not start with 0, with no letter or
-  digit glued on either side (``xREL-12`` and ``REL-12b`` are not keys).
+  digit glued on either side (``xREL-12``, ``REL-12b``, ``caféREL-12`` and
+  ``REL-12é`` are not keys; a letter or digit of any script counts, except
+  those written without spaces, so ``修复REL-12问题`` holds ``REL-12``).
 * ``lenient`` is what Atlassian's GitHub-for-Jira integration accepts:
-  case-insensitive, no underscore in the project key, upper-cased afterwards.
+  case-insensitive, no underscore in the project key, upper-cased afterwards;
+  its boundaries are ASCII letters and digits only.
 
 Look-alikes such as ``UTF-8`` or ``SHA-256`` are dropped by an ignore list of
 project keys, unless an explicit ``projects`` allow-list is given, which then
@@ -23,7 +26,7 @@ from typing import Literal
 
 from rcingest.records import StoryKey, StoryKeyOrigin
 
-__all__ = ["DEFAULT_IGNORE", "KeyExtractor", "merge_story_keys"]
+__all__ = ["DEFAULT_IGNORE", "ORIGIN_ORDER", "KeyExtractor", "merge_story_keys", "ordered_origins"]
 
 Mode = Literal["strict", "lenient"]
 
@@ -39,7 +42,23 @@ DEFAULT_IGNORE: tuple[str, ...] = (
     "UTF", "VERSION", "WIN", "X86",
 )  # fmt: skip
 
-_STRICT = re.compile(r"(?<![A-Za-z0-9])([A-Z][A-Z0-9_]+-[1-9][0-9]*)(?![A-Za-z0-9])")
+#: The documented order of origins (docs/story-keys.md): a key's origins are listed so.
+ORIGIN_ORDER: tuple[StoryKeyOrigin, ...] = ("message", "branch", "pr_title", "pr_branch")
+_RANK = {origin: i for i, origin in enumerate(ORIGIN_ORDER)}
+
+
+def ordered_origins(*groups: Iterable[StoryKeyOrigin]) -> tuple[StoryKeyOrigin, ...]:
+    """The origins of ``groups`` united, without repeats, in :data:`ORIGIN_ORDER`."""
+    seen = {o for group in groups for o in group}
+    return tuple(sorted(seen, key=lambda o: _RANK.get(o, len(_RANK))))
+
+
+# A letter or digit of any script that glues onto a key (``caféREL-12`` and
+# ``REL-12é`` hold no key): ``[^\W_]`` minus the scripts written without
+# spaces between words (kana, CJK ideographs, Hangul), where ``修复REL-12问题``
+# is how a key is written.
+_GLUE = r"[^\W_\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]"
+_STRICT = re.compile(rf"(?<!{_GLUE})([A-Z][A-Z0-9_]+-[1-9][0-9]*)(?!{_GLUE})")
 _LENIENT = re.compile(
     r"(?<![A-Za-z0-9])([A-Za-z][A-Za-z0-9]+-[1-9][0-9]*)(?![A-Za-z0-9])", re.ASCII
 )
@@ -106,17 +125,19 @@ class KeyExtractor:
 def merge_story_keys(
     existing: Sequence[StoryKey], found: dict[str, list[StoryKeyOrigin]]
 ) -> list[StoryKey]:
-    """``existing`` plus ``found``: one entry per key, origins united, order kept.
+    """``existing`` plus ``found``: one entry per key, origins united.
 
-    Keys already present keep their position and gain new origins at the end;
-    new keys follow in the order they were found. Merging the same keys again
-    changes nothing, so enriching a record twice is harmless.
+    Keys already present keep their position; new keys follow in the order
+    they were found. A key's origins are listed in :data:`ORIGIN_ORDER`
+    (message, branch, pr_title, pr_branch), whatever order they were found
+    in. Merging the same keys again changes nothing, so enriching a record
+    twice is harmless.
     """
     if not found:
         return list(existing)
     merged: dict[str, tuple[StoryKeyOrigin, ...]] = {sk.key: sk.origins for sk in existing}
     for key, origins in found.items():
         have = merged.get(key, ())
-        extra = tuple(o for o in origins if o not in have)
-        merged[key] = have + extra
+        if any(o not in have for o in origins):
+            merged[key] = ordered_origins(have, origins)
     return [StoryKey(key, origins) for key, origins in merged.items()]

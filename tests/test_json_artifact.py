@@ -119,7 +119,7 @@ async def test_scan_artifact_contents(tmp_path: Path) -> None:
             updated_on=T0,
             story_keys=[StoryKey("OPS-1", ("pr_title",))],
         )
-        # Commit 1 again, now on two branches and without files: the last one wins.
+        # Commit 1 again, now on two branches and without files: merged, files kept.
         again = commit(1, branches=["main", "dev"], files=None)
         await sink.write(Batch([pr, again, commit(3, files=[])]))
         ctx.stats.incr("http.requests", 12)
@@ -153,7 +153,7 @@ async def test_scan_artifact_contents(tmp_path: Path) -> None:
     assert data["counts"] == {
         "repositories": 2,
         "commits": 3,
-        "files": 2,  # commit 2's two files; commit 1's last summary has no file list
+        "files": 4,  # commit 1's and commit 2's two files (commit 1's stay known)
         "keys": 4,
         "pull_requests": 1,
         "deliveries": 0,
@@ -169,8 +169,11 @@ async def test_scan_artifact_contents(tmp_path: Path) -> None:
         "author": {"raw": "Ada <ada@example.com>", "name": "Ada", "account_id": None},
         "date": "2026-11-20T10:01:00-07:00",
         "summary": "REL-1 change 1",
-        "files_changed": None,
-        "files": None,
+        "files_changed": 2,
+        "files": [
+            {"path": f, "status": st, "old_path": None, "lines_added": 0, "lines_removed": 0}
+            for f, st in (("f1.py", "added"), ("g1.py", "modified"))
+        ],
         "story_keys": [{"key": "REL-1", "origins": ["message"]}],
     }
     assert data["payload"][2]["files_changed"] == 0
@@ -294,6 +297,73 @@ async def test_serve_mode_rolls_one_artifact_per_hour(tmp_path: Path) -> None:
     assert [p["hash"][-1] for p in continued["payload"]] == ["3", "2"]
     assert continued["counts"]["deliveries"] == 3
     assert continued["counts"]["commits"] == 2
+
+
+@pytest.mark.parametrize("mode", ["run", "serve"])
+@pytest.mark.parametrize("include_payload", [True, False])
+async def test_a_commit_seen_again_is_merged_not_replaced(
+    tmp_path: Path, mode: str, include_payload: bool
+) -> None:
+    """A push to a feature branch, then the fast-forward push to main listing it again.
+
+    The second sighting knows neither the branch nor its key nor the files:
+    the artifact keeps all three, as the database does.
+    """
+    ctx = context(tmp_path, mode=mode)
+    sink = JsonArtifactSink(
+        JsonArtifactConfig(artifacts_dir=str(tmp_path / "a"), include_payload=include_payload),
+        ctx,
+    )
+    sink.clock = Clock(T0 + timedelta(minutes=10))
+    first = commit(
+        1,
+        branches=["feature/OPS-7-fix"],
+        story_keys=[StoryKey("OPS-7", ("branch",)), StoryKey("REL-1", ("pr_title",))],
+    )
+    again = commit(
+        1,
+        branches=["main", "feature/OPS-7-fix"],
+        author_name=None,
+        files=None,
+        story_keys=[StoryKey("REL-1", ("message",))],
+    )
+    async with sink:
+        await sink.write(Batch([first, commit(2)]))
+        await sink.write(Batch([again]))
+        ctx.status = "succeeded"
+    (path,) = sink.written
+    data = validate(path)
+    assert data["counts"]["commits"] == 2
+    assert data["counts"]["files"] == 4  # commit 1's two files are still known
+    assert data["counts"]["keys"] == 3
+    if not include_payload:
+        assert data["payload"] == []
+        return
+    assert [p["hash"][-1] for p in data["payload"]] == ["2", "1"]
+    merged = data["payload"][1]
+    assert merged["branches"] == ["feature/OPS-7-fix", "main"]
+    assert merged["story_keys"] == [
+        {"key": "OPS-7", "origins": ["branch"]},
+        {"key": "REL-1", "origins": ["message", "pr_title"]},
+    ]
+    assert merged["files_changed"] == 2 and [f["path"] for f in merged["files"]] == [
+        "f1.py",
+        "g1.py",
+    ]
+    assert merged["author"]["name"] == "Ada"
+    if mode == "serve":
+        # A restarted daemon merges into the summaries of the hour's file too.
+        ctx2 = context(tmp_path, mode="serve", run_id="second")
+        sink2 = JsonArtifactSink(JsonArtifactConfig(artifacts_dir=str(tmp_path / "a")), ctx2)
+        sink2.clock = Clock(T0 + timedelta(minutes=20))
+        async with sink2:
+            await sink2.write(Batch([commit(1, branches=["release"], files=None, story_keys=[])]))
+            ctx2.status = "succeeded"
+        cont = validate(path)
+        (one,) = [p for p in cont["payload"] if p["hash"].endswith("1")]
+        assert one["branches"] == ["feature/OPS-7-fix", "main", "release"]
+        assert one["files_changed"] == 2 and len(one["story_keys"]) == 2
+        assert cont["counts"]["files"] == 4
 
 
 async def test_serve_mode_rolls_on_the_hour_without_traffic(tmp_path: Path) -> None:

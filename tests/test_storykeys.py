@@ -20,7 +20,7 @@ from rcingest.records import (
     StoryKey,
     WebhookDelivery,
 )
-from rcingest.storykeys import DEFAULT_IGNORE, KeyExtractor, merge_story_keys
+from rcingest.storykeys import DEFAULT_IGNORE, ORIGIN_ORDER, KeyExtractor, merge_story_keys
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bitbucket"
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
@@ -64,6 +64,21 @@ TABLE: list[tuple[str, list[str], list[str]]] = [
     ('Revert "Add retry"\n\nThis reverts commit 0a1b2c3d.', [], []),
     ("", [], []),
     ("修改密码验证\n", [], []),
+    # Letters and digits of any script glue onto a key in strict mode...
+    ("caféREL-12", [], ["REL-12"]),
+    ("REL-12é fix", [], ["REL-12"]),
+    ("ÉREL-5", [], ["REL-5"]),
+    ("REL-12٣", [], ["REL-12"]),
+    ("ΔREL-3 and REL-4ж", [], ["REL-3", "REL-4"]),
+    # ...but accents and other scripts around it, with a space or a sign, do not.
+    (
+        "Réparé: REL-12 «REL-13» ĳ REL-14.",
+        ["REL-12", "REL-13", "REL-14"],
+        ["REL-12", "REL-13", "REL-14"],
+    ),
+    # Scripts written without spaces: a key glued to them is still a key.
+    ("修复REL-12问题", ["REL-12"], ["REL-12"]),
+    ("ログインREL-7を修正", ["REL-7"], ["REL-7"]),
 ]
 
 
@@ -130,13 +145,21 @@ def test_bad_mode_is_refused() -> None:
 def test_merge_unites_origins_and_keeps_order() -> None:
     existing = [StoryKey("REL-1", ("branch",)), StoryKey("OPS-2", ("message",))]
     merged = merge_story_keys(existing, {"REL-1": ["message", "branch"], "NEW-3": ["pr_title"]})
+    # Origins are listed in the documented order: message, branch, pr_title, pr_branch.
     assert merged == [
-        StoryKey("REL-1", ("branch", "message")),
+        StoryKey("REL-1", ("message", "branch")),
         StoryKey("OPS-2", ("message",)),
         StoryKey("NEW-3", ("pr_title",)),
     ]
     assert merge_story_keys(merged, {"REL-1": ["message"]}) == merged
     assert merge_story_keys(existing, {}) == existing
+
+
+def test_merge_lists_origins_in_the_documented_order() -> None:
+    existing = [StoryKey("REL-1", ("pr_title",))]
+    merged = merge_story_keys(existing, {"REL-1": ["pr_branch", "message", "branch"]})
+    assert merged == [StoryKey("REL-1", ("message", "branch", "pr_title", "pr_branch"))]
+    assert ORIGIN_ORDER == ("message", "branch", "pr_title", "pr_branch")
 
 
 def _enricher(**config: object) -> StoryKeysEnricher:

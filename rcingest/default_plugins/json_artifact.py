@@ -8,8 +8,9 @@ daemon restarted within an hour continues that hour's file.
 Memory stays bounded: commit summaries go to a temporary JSON Lines spool as
 they arrive, and the final file is streamed from it into a temporary file
 beside the target, fsynced, then renamed over it (the pattern of
-``rcingest.state.atomic_write``, streamed). A commit seen twice keeps its
-last summary. Strings are scrubbed: configured secrets and URL passwords
+``rcingest.state.atomic_write``, streamed). A commit seen twice has one
+summary, the two sightings merged (branches, keys and a known file list are
+kept, as in the database). Strings are scrubbed: configured secrets and URL passwords
 become ``***``.
 """
 
@@ -39,12 +40,51 @@ from rcingest.artifact import (
 )
 from rcingest.hookspecs import RegisterSink, hookimpl
 from rcingest.interfaces import Batch, ComponentConfig, RunContext, Sink
-from rcingest.records import Commit, PullRequest, Record, Repository, WebhookDelivery
+from rcingest.records import (
+    Commit,
+    PullRequest,
+    Record,
+    Repository,
+    StoryKeyOrigin,
+    WebhookDelivery,
+)
 from rcingest.runtime import redact
+from rcingest.storykeys import ordered_origins
 
 _encode = msgspec.json.Encoder().encode
 Status = Literal["running", "succeeded", "failed", "interrupted"]
 _decode_artifact = msgspec.json.Decoder(RunArtifact).decode
+_decode_summary = msgspec.json.Decoder(CommitSummary).decode
+
+
+def merge_summaries(old: CommitSummary, new: CommitSummary) -> CommitSummary:
+    """One commit's two summaries as one, as the database merges its rows.
+
+    Branches and story keys (with their origins) are united; a known file
+    list stays known; an author name or account the new sighting lacks is
+    kept; the rest (message, date) is the new sighting's.
+    """
+    branches = old.branches + [b for b in new.branches if b not in old.branches]
+    keys: dict[str, list[StoryKeyOrigin]] = {}
+    for sk in (*old.story_keys, *new.story_keys):
+        keys[sk.key] = list(ordered_origins(keys.get(sk.key, ()), sk.origins))
+    author = CommitAuthor(
+        raw=new.author.raw or old.author.raw,
+        name=new.author.name if new.author.name is not None else old.author.name,
+        account_id=new.author.account_id
+        if new.author.account_id is not None
+        else old.author.account_id,
+    )
+    known = new.files is not None or new.files_changed is not None
+    return msgspec.structs.replace(
+        new,
+        branches=branches,
+        author=author,
+        summary=new.summary or old.summary,
+        files_changed=new.files_changed if known else old.files_changed,
+        files=new.files if known else old.files,
+        story_keys=[SummaryStoryKey(key, origins) for key, origins in keys.items()],
+    )
 
 
 class JsonArtifactConfig(ComponentConfig):
@@ -64,7 +104,8 @@ class _Period:
         self.window = window
         self.spool: IO[bytes] = tempfile.TemporaryFile(prefix="rcingest-artifact-")
         self.lines = 0
-        self.latest: dict[str, tuple[int, int | None]] = {}  # hash -> (line, files changed)
+        # hash -> (line number, byte offset of the line or -1, files changed)
+        self.latest: dict[str, tuple[int, int, int | None]] = {}
         self.superseded: set[int] = set()
         self.repositories: set[str] = set()
         self.keys: set[str] = set()
@@ -74,17 +115,36 @@ class _Period:
         # (plus what an earlier process wrote into the same hour's file).
         self.base = {k: -v for k, v in stats.items()}
 
-    def add_summary(self, summary: CommitSummary, line: bytes | None) -> None:
-        """Count ``summary``; spool its encoded ``line`` unless None (no payload wanted)."""
+    def _spooled(self, offset: int) -> CommitSummary:
+        """The summary spooled at ``offset`` (the spool is left positioned at its end)."""
+        self.spool.seek(offset)
+        line = self.spool.readline()
+        self.spool.seek(0, os.SEEK_END)
+        return _decode_summary(line)
+
+    def add_summary(self, summary: CommitSummary, spool: bool) -> None:
+        """Count ``summary`` and, when ``spool``, keep it for the payload.
+
+        A commit seen before is merged into its earlier summary (see
+        :func:`merge_summaries`), so a later sighting (the push to main of a
+        commit first pushed to a feature branch) adds to what is known and
+        never erases it. The merged summary takes the later position.
+        """
         previous = self.latest.get(summary.hash)
-        if previous is not None and previous[0] >= 0:
-            self.superseded.add(previous[0])
-        index = -1
-        if line is not None:
+        files_changed = summary.files_changed
+        if previous is not None:
+            if previous[1] >= 0:
+                self.superseded.add(previous[0])
+                summary = merge_summaries(self._spooled(previous[1]), summary)
+            if files_changed is None:
+                files_changed = previous[2]
+        index = offset = -1
+        if spool:
             index = self.lines
-            self.spool.write(line + b"\n")
+            offset = self.spool.tell()
+            self.spool.write(_encode(summary) + b"\n")
             self.lines += 1
-        self.latest[summary.hash] = (index, summary.files_changed)
+        self.latest[summary.hash] = (index, offset, files_changed)
         self.repositories.add(summary.repository)
         self.keys.update(k.key for k in summary.story_keys)
 
@@ -95,7 +155,7 @@ class _Period:
         (pull requests, deliveries, requests, retries) is added as a base.
         """
         for summary in old.payload:
-            self.add_summary(summary, _encode(summary))
+            self.add_summary(summary, True)
         for field in ("repositories", "pull_requests", "deliveries"):
             self.base[field] = getattr(old.counts, field)
         for stat, field in (("http.requests", "requests"), ("http.retries", "retries")):
@@ -103,7 +163,7 @@ class _Period:
 
     def counts(self, stats: dict[str, int]) -> ArtifactCounts:
         """The counts of this period, given the run's current stats."""
-        files = sum(n or 0 for _line, n in self.latest.values())
+        files = sum(n or 0 for _line, _offset, n in self.latest.values())
         return ArtifactCounts(
             # A continued hour knows only the old number of repositories.
             repositories=max(len(self.repositories), self.base.get("repositories", 0)),
@@ -286,9 +346,7 @@ class JsonArtifactSink(Sink[JsonArtifactConfig]):
     def _add(self, period: _Period, records: Iterable[Record]) -> None:
         for record in records:
             if isinstance(record, Commit):
-                summary = self._summary(record)
-                line = _encode(summary) if self.config.include_payload else None
-                period.add_summary(summary, line)
+                period.add_summary(self._summary(record), self.config.include_payload)
             elif isinstance(record, PullRequest):
                 period.pull_requests.add((record.repository, record.id))
                 period.repositories.add(self._clean(record.repository))
