@@ -46,6 +46,9 @@ def demo_pipeline(base_url: str, folder: Path, branches: list[str], hours: float
                 "auth": {"access_token": "${RCINGEST_DEMO_TOKEN:-" + DEMO_TOKEN + "}"},
                 "default_branches": branches,
                 "hours": hours,
+                # The fake has no rate limit: an hourly budget would only
+                # stall a large demo (0 = unlimited).
+                "requests_per_hour": 0,
             },
         },
         "enrichers": [{"type": "story_keys"}],

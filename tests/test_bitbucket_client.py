@@ -148,6 +148,41 @@ async def test_same_origin_redirect_followed_foreign_refused(mocked: aioresponse
             await client.get_json("/repositories/ws/gone")
 
 
+async def test_a_redirect_loop_fails_after_five_hops_naming_the_url(
+    mocked: aioresponses,
+) -> None:
+    for _ in range(10):
+        mocked.get(f"{API}/a", status=302, headers={"Location": f"{API}/b"})
+        mocked.get(f"{API}/b", status=302, headers={"Location": "/2.0/a"})
+    async with BitbucketClient(config(), Stats()) as client:
+        with pytest.raises(BitbucketError, match=r"/2\.0/a: more than 5 redirects") as info:
+            await client.get_json("/a")
+    assert info.value.url == f"{API}/a"
+    assert sum(len(calls) for calls in mocked.requests.values()) == 6  # the request + 5 hops
+
+
+async def test_a_redirect_chain_of_five_is_followed(mocked: aioresponses) -> None:
+    for i in range(5):
+        mocked.get(f"{API}/r{i}", status=301, headers={"Location": f"{API}/r{i + 1}"})
+    mocked.get(f"{API}/r5", payload={"ok": True})
+    async with BitbucketClient(config(), Stats()) as client:
+        assert await client.get_json("/r0") == {"ok": True}
+
+
+async def test_next_outside_the_api_path_prefix_is_refused(mocked: aioresponses) -> None:
+    mocked.get(
+        url("/repositories/ws/r/commits"),
+        payload={"values": [{"hash": "a"}], "next": "https://api.example.test/internal/x"},
+    )
+    async with BitbucketClient(config(), Stats()) as client:
+        with pytest.raises(BitbucketError, match="refusing to follow"):
+            [c async for c in client.commits("ws/r", ["main"])]
+        # ``/2.0x`` shares the prefix string but not the path.
+        with pytest.raises(BitbucketError, match="refusing to follow"):
+            client.url_for("https://api.example.test/2.0x/repositories")
+        assert str(client.url_for(f"{API}/repositories")) == f"{API}/repositories"
+
+
 @pytest.mark.parametrize(
     ("path", "size"),
     [
@@ -212,6 +247,53 @@ async def test_auth_headers(mocked: aioresponses, auth: AuthConfig, expected: st
         await client.get_json("/repositories/ws/r")
     (headers,) = sent_headers(mocked)
     assert headers.get("Authorization") == expected
+
+
+def test_blank_credentials_are_unset() -> None:
+    auth = AuthConfig(email="", api_token="  ", access_token="")
+    assert auth.email is None and auth.api_token is None and auth.access_token is None
+    assert auth.anonymous
+    # One blank half of a pair is missing, not "present but empty".
+    with pytest.raises(ConfigError, match=r"auth\.api_token"):
+        auth_header(AuthConfig(email="me@example.com", api_token=""))
+
+
+@pytest.mark.parametrize(
+    ("settings", "limit"),
+    [
+        ({}, 60),  # the authenticated default is lowered to Bitbucket's anonymous limit
+        ({"requests_per_hour": 500}, 500),  # set explicitly: kept
+        ({"requests_per_hour": 0}, 0),  # explicitly unlimited: kept
+    ],
+)
+async def test_anonymous_access_to_the_real_api_warns_once_and_lowers_the_budget(
+    caplog: pytest.LogCaptureFixture, settings: dict[str, Any], limit: int
+) -> None:
+    cfg = config(
+        base_url="https://api.bitbucket.org/2.0",
+        auth=AuthConfig(email="", api_token=""),
+        **settings,
+    )
+    client = BitbucketClient(cfg, Stats())
+    assert client.budget.limit == limit
+    with caplog.at_level(logging.WARNING, logger="rcingest"):
+        for _ in range(2):
+            async with client:
+                pass
+    assert caplog.text.count("anonymous: 60 requests/hour, public repositories only") == 1
+
+
+async def test_credentials_or_another_host_mean_no_anonymous_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="rcingest"):
+        real = BitbucketClient(config(base_url="https://api.bitbucket.org/2.0"), Stats())
+        fake = BitbucketClient(config(auth=AuthConfig()), Stats())
+        for client in (real, fake):
+            async with client:
+                pass
+    assert real.budget.limit == fake.budget.limit == 1000
+    assert "anonymous" not in caplog.text
 
 
 def test_app_password_warns(caplog: pytest.LogCaptureFixture) -> None:

@@ -20,7 +20,7 @@ from rcingest.bitbucket.parse import (
     pull_request_from_api,
     repository_from_api,
 )
-from rcingest.bitbucket.window import EarlyStop, branch_window, resolve_window
+from rcingest.bitbucket.window import EarlyStop, branch_window, covered_start, resolve_window
 from rcingest.errors import ConfigError
 from rcingest.interfaces import Window
 from rcingest.records import FileChange
@@ -197,6 +197,18 @@ def test_window_hours_counts_back_from_until() -> None:
 
 
 @pytest.mark.parametrize(
+    "until",
+    [datetime(2026, 3, 8, 4, 0), datetime(2026, 11, 1, 3, 0)],  # spring forward, fall back
+)
+def test_window_hours_is_real_time_across_a_dst_change(until: datetime) -> None:
+    new_york = ZoneInfo("America/New_York")
+    window = resolve_window(datetime.now(UTC), new_york, hours=4, until=until)
+    assert window.end == until.replace(tzinfo=new_york)
+    assert window.end.astimezone(UTC) - window.start.astimezone(UTC) == timedelta(hours=4)
+    assert window.start.tzinfo == new_york
+
+
+@pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"hours": 4, "since": datetime(2026, 1, 1)}, "hours and since"),
@@ -259,6 +271,76 @@ def test_out_of_order_run_longer_than_the_threshold_is_the_documented_limit() ->
     assert walk(dates, page=100, stop_after=150) == 200
 
 
+Listed = tuple[str, datetime, list[str]]
+
+
+def walk_commits(listing: list[Listed], page: int, **kwargs: Any) -> list[str]:
+    """The hashes a parent-aware walk reads before stopping (checks at page ends)."""
+    stop = EarlyStop(START, **kwargs)
+    read: list[str] = []
+    for i, (commit_hash, date, parents) in enumerate(listing, start=1):
+        stop.see(date, commit_hash, parents)
+        read.append(commit_hash)
+        if i % page == 0 and stop.should_stop():
+            break
+    return read
+
+
+def linear(prefix: str, dates: list[datetime], last_parent: str | None = None) -> list[Listed]:
+    """A first-parent chain ``prefix0 -> prefix1 -> ...`` (newest first)."""
+    out: list[Listed] = []
+    for i, date in enumerate(dates):
+        parent = f"{prefix}{i + 1}" if i + 1 < len(dates) else last_parent
+        out.append((f"{prefix}{i}", date, [parent] if parent else []))
+    return out
+
+
+def test_early_stop_keeps_the_first_parent_behind_a_merged_old_branch() -> None:
+    # M (1 h ago) merges a 250-commit branch dated 5 days back; its first
+    # parent P1 (2 h ago, in the 4-hour window) is listed after all of them.
+    end = START + timedelta(hours=4)
+    feature = linear("f", [end - timedelta(days=5, minutes=i) for i in range(250)])
+    mainline = linear("p", [end - timedelta(hours=2)] + [START - timedelta(days=6)] * 400)
+    listing: list[Listed] = [("m", end - timedelta(hours=1), ["p0", "f0"])]
+    listing += feature + mainline
+    read = walk_commits(listing, page=30)
+    assert "p0" in read  # the in-window first parent is reached
+    assert len(read) < len(listing)  # and the walk still stops before the root
+    # Without parents (the old rule) the walk ended inside the merged branch.
+    assert walk([d for _, d, _ in listing], page=30) < 250
+
+
+def test_early_stop_first_parent_chain_with_out_of_order_dates() -> None:
+    # Mainline commits in the window, one of them dated 30 minutes before the
+    # window start (clock skew, within the margin), then a merged 150-commit
+    # branch a week old, then the rest of the mainline: two in-window commits.
+    end = START + timedelta(hours=4)
+    dates = [end - timedelta(minutes=10), START - timedelta(minutes=30)]
+    head = linear("a", dates, last_parent="b0")
+    head[-1] = (head[-1][0], head[-1][1], ["b0", "x0"])  # a merge
+    merged = linear("x", [START - timedelta(days=7, minutes=i) for i in range(150)])
+    rest = linear("b", [START + timedelta(minutes=20), START + timedelta(minutes=5)])
+    rest += linear("o", [START - timedelta(hours=3, minutes=i) for i in range(300)])
+    rest[1] = (rest[1][0], rest[1][1], ["o0"])
+    read = walk_commits(head + merged + rest, page=50)
+    assert {"b0", "b1"} <= set(read)  # in the window, behind 150 old commits
+    assert len(read) < len(head + merged + rest)
+
+
+def test_early_stop_linear_history_with_parents_stops_like_before() -> None:
+    # 100 in the window, then 1,000 older ones 10 minutes apart, parents given:
+    # the chain ends at the first commit past the margin, the old run decides.
+    dates = [START + timedelta(hours=4) - timedelta(minutes=2 * i) for i in range(100)]
+    dates += [START - timedelta(minutes=10 * (i + 1)) for i in range(1000)]
+    assert len(walk_commits(linear("c", dates), page=100)) == 200
+
+
+def test_early_stop_a_chain_ending_before_the_margin_does_not_block() -> None:
+    # The head's first parent is already a week old: nothing more to wait for.
+    listing = linear("c", [START + timedelta(hours=1)] + [START - timedelta(days=7)] * 300)
+    assert len(walk_commits(listing, page=100)) == 200
+
+
 W = Window(START, START + timedelta(hours=4))
 OVERLAP = timedelta(minutes=10)
 
@@ -289,6 +371,16 @@ def test_branch_window_resume_skips_covered_branches() -> None:
     assert branch_window(W, later, incremental=False, overlap=OVERLAP, resume=True) == W
     # Without resume, a non-incremental scan always reads its whole window.
     assert branch_window(W, covered, incremental=False, overlap=OVERLAP) == W
+
+
+def test_covered_start_keeps_the_union_with_a_contiguous_cursor() -> None:
+    later = Window(START + timedelta(hours=3) - OVERLAP, W.end)
+    # The saved cursor reaches into the part scanned now: the new one covers both.
+    assert covered_start(later, cursor(START, START + timedelta(hours=3))) == START
+    # A gap between them, no cursor, or a broken one: only what was scanned.
+    assert covered_start(later, cursor(START, START + timedelta(hours=1))) == later.start
+    assert covered_start(later, None) == later.start
+    assert covered_start(later, {"start": "x", "end": "y"}) == later.start
 
 
 def test_branch_window_ignores_broken_cursors() -> None:

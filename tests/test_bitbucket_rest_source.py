@@ -18,7 +18,7 @@ from rcingest.bitbucket.parse import files_from_diffstat
 from rcingest.config import load_pipeline
 from rcingest.default_plugins.bitbucket_rest import BitbucketRestConfig, BitbucketRestSource
 from rcingest.errors import RunFailed
-from rcingest.interfaces import RunContext
+from rcingest.interfaces import RunContext, Window
 from rcingest.pipeline import Runner
 from rcingest.plugins import Manager, Registry
 from rcingest.records import Checkpoint, Commit, PullRequest, Record, Repository
@@ -395,3 +395,185 @@ async def test_merge_hash_expanded_through_the_commit_endpoint_when_unknown() ->
         assert found.merge_commit == head
         assert gone.merge_commit == "0123456789ab"  # unknown to Bitbucket: kept as sent
         assert fake.counters.routes["commit"] == 2
+
+
+async def test_a_repository_named_twice_is_scanned_and_emitted_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with FakeBitbucket(SPEC) as fake:
+        names = ["service-00", "acme/service-00", "service-00", "ACME/Service-00"]
+        with caplog.at_level(logging.WARNING):
+            out, ctx = await scan(fake, tmp_path, repositories=names, role="owner")
+        commits = [r.hash for r in out if isinstance(r, Commit)]
+        assert commits and len(commits) == len(set(commits))
+        assert [r.full_name for r in out if isinstance(r, Repository)] == ["acme/service-00"]
+        assert [r.stream for r in out if isinstance(r, Checkpoint)] == ["acme/service-00@main"]
+        assert ctx.source_info["repositories"] == ["acme/service-00"]
+        assert fake.counters.repo_routes["commits acme/service-00"] == 1
+        # Listing filters do not apply to an explicit list: said, not silently ignored.
+        assert "role only filter the workspace listing" in caplog.text
+
+
+async def test_incremental_reads_pull_requests_from_the_earliest_branch_start(
+    tmp_path: Path,
+) -> None:
+    async with FakeBitbucket(SPEC) as fake:
+        branches = branches_of(fake)
+        started = END + timedelta(hours=10)
+        last = {"start": (END - timedelta(days=2)).isoformat(), "run_id": "x", "head": None}
+        last["end"] = (END - timedelta(days=1)).isoformat()
+        cursors = {f"{r}@{b}": dict(last) for r in fake.data.repos for b in branches}
+        out, ctx = await scan(
+            fake, tmp_path, cursors, started, hours=4, incremental=True, default_branches=branches
+        )
+        # Each branch was read from its cursor's end minus the overlap, not from
+        # 4 hours back: that is the window reported and the pull requests' window.
+        effective = Window(END - timedelta(days=1, minutes=10), started)
+        assert ctx.window == effective
+        prs = {(p.repository, p.id) for p in out if isinstance(p, PullRequest)}
+        assert prs and prs == set(fake.data.expected_pull_requests(effective))
+        assert any(c.pull_requests for c in out if isinstance(c, Commit))
+        cp = next(c for c in out if isinstance(c, Checkpoint))
+        assert cp.state is not None and cp.state["start"] == last["start"]  # union kept
+
+
+async def test_resume_after_extending_the_window_keeps_the_covered_start(tmp_path: Path) -> None:
+    # Run 1 covers 00:00-03:00, run 2 extends to 05:00 (reading only the new
+    # part); run 3 repeats run 2's window: everything is covered, nothing read.
+    first_w = {"since": datetime(2026, 11, 23, 0, 0), "until": datetime(2026, 11, 23, 3, 0)}
+    window = {"since": datetime(2026, 11, 23, 0, 0), "until": datetime(2026, 11, 23, 5, 0)}
+    async with FakeBitbucket(SPEC) as fake:
+        out1, _ = await scan(fake, tmp_path, resume=True, hours=None, **first_w)
+        cursors = {c.stream: c.state for c in out1 if isinstance(c, Checkpoint)}
+        out2, _ = await scan(fake, tmp_path, cursors, resume=True, hours=None, **window)
+        cursors.update({c.stream: c.state for c in out2 if isinstance(c, Checkpoint)})
+        start = datetime(2026, 11, 23, 0, 0, tzinfo=PHX)
+        assert all(datetime.fromisoformat(str(c["start"])) == start for c in cursors.values())
+        before = fake.counters.routes["commits"]
+        out3, ctx = await scan(fake, tmp_path, cursors, resume=True, hours=None, **window)
+        assert fake.counters.routes["commits"] == before
+        assert ctx.stats.get("bitbucket.branches_resumed") == 3
+        assert not [r for r in out3 if isinstance(r, Commit | Checkpoint)]
+
+
+def _listed(h: str, when: datetime, parents: list[str]) -> dict[str, Any]:
+    return {
+        "hash": h.ljust(40, "0"),
+        "date": when.isoformat(),
+        "author": {"raw": "A <a@example.com>"},
+        "message": h,
+        "parents": [{"hash": p.ljust(40, "0")} for p in parents],
+    }
+
+
+async def test_a_merge_of_a_long_old_branch_does_not_hide_its_first_parent(
+    tmp_path: Path,
+) -> None:
+    # main: ... P0 -> P1 (2 h ago) -> M (1 h ago), M's second parent the tip of a
+    # 250-commit branch from 5 days back. Topological listing: M, F250..F1, P1, P0, ...
+    from aiohttp import web
+
+    now = END
+    listing = [_listed("m", now - timedelta(hours=1), ["p1", "f250"])]
+    for i in range(250, 0, -1):
+        parents = [f"f{i - 1}"] if i > 1 else []
+        listing.append(_listed(f"f{i}", now - timedelta(days=5, minutes=i), parents))
+    listing.append(_listed("p1", now - timedelta(hours=2), ["p0"]))
+    for i in range(300):
+        listing.append(_listed(f"p0{i:03d}", now - timedelta(days=6, minutes=i), []))
+    listing[252]["hash"] = "p0".ljust(40, "0")
+    asked: list[int] = []
+
+    async def commits(request: web.Request) -> web.Response:
+        page, size = int(request.query.get("page", 1)), int(request.query["pagelen"])
+        asked.append(page)
+        body: dict[str, Any] = {"values": listing[(page - 1) * size : page * size]}
+        if page * size < len(listing):
+            body["next"] = str(request.url.update_query(page=page + 1))
+        return web.json_response(body)
+
+    async def repository(_: web.Request) -> web.Response:
+        return web.json_response({"full_name": "ws/r", "mainbranch": {"name": "main"}})
+
+    app = web.Application()
+    app.router.add_get("/2.0/repositories/ws/r", repository)
+    app.router.add_get("/2.0/repositories/ws/r/commits", commits)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        ctx = context(tmp_path, now)
+        cfg = BitbucketRestConfig(
+            workspace="ws", repositories=["r"], base_url=f"http://127.0.0.1:{port}/2.0",
+            hours=4, diffstat=False, pull_requests=False,
+        )  # fmt: skip
+        async with BitbucketRestSource(cfg, ctx) as source:
+            out = [r async for r in source.records({})]
+    finally:
+        await runner.cleanup()
+    got = sorted(r.hash.rstrip("0") for r in out if isinstance(r, Commit))
+    assert got == ["m", "p1"]
+    assert max(asked) < 6  # 552 commits on 6 pages of 100: stopped before the root
+
+
+EXAMPLE = Path(__file__).parent.parent / "config" / "pipeline.example.yaml"
+
+
+def test_the_example_pipeline_and_its_commands_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The example file, pointed at the fake, run with each command its comments show."""
+    import asyncio
+    import re
+    import shlex
+    import sqlite3
+    import threading
+
+    from click.testing import CliRunner
+
+    from rcingest.cli import build_cli
+
+    text = EXAMPLE.read_text(encoding="utf-8")
+    commands = re.findall(r"^#\s+rcingest run config/pipeline\.example\.yaml(.*)$", text, re.M)
+    assert len(commands) >= 3
+    assert any("--since" in c and "--until" in c for c in commands)
+    # Data around now and around the example's --since/--until day, in api and web.
+    spec = GenSpec(
+        repositories=2, slugs=("api", "web"), branches=2, commits=160, step=timedelta(hours=6)
+    )
+    basic = "Basic " + base64.b64encode(f"me@example.com:{TOKEN}".encode()).decode()
+    loop = asyncio.new_event_loop()
+    fake = FakeBitbucket(spec, expected_auth=basic)
+    ready = threading.Event()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(fake.__aenter__())
+        ready.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert ready.wait(30)
+    try:
+        copy = tmp_path / "pipeline.example.yaml"
+        original = "base_url: https://api.bitbucket.org/2.0"
+        assert original in text
+        copy.write_text(text.replace(original, f"base_url: {fake.base_url}"), encoding="utf-8")
+        monkeypatch.chdir(tmp_path)  # the example's relative data/ and artifacts/ land here
+        env = {"BITBUCKET_EMAIL": "me@example.com", "BITBUCKET_API_TOKEN": TOKEN}
+        for command in commands:
+            args = ["run", str(copy), *shlex.split(command.split("#")[0])]
+            result = CliRunner().invoke(build_cli(), args, env=env)
+            assert result.exit_code == 0, (command, result.output)
+        with sqlite3.connect(tmp_path / "data" / "bitbucket" / "commits.db") as conn:
+            dates = [r[0] for r in conn.execute("SELECT committed_at FROM commits")]
+            repos = {r[0] for r in conn.execute("SELECT full_name FROM repositories")}
+        assert repos == {"acme/api", "acme/web"}
+        assert any(d.startswith("2026-11-01") for d in dates)  # the --since/--until run
+    finally:
+        asyncio.run_coroutine_threadsafe(fake.__aexit__(None, None, None), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)

@@ -50,3 +50,18 @@ def test_demo_is_repeatable_in_the_same_folder(tmp_path: Path) -> None:
         result = runner.invoke(build_cli(), ["demo", "--dir", str(tmp_path), "--repositories", "1"])
         assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "artifacts").glob("scan_*.json"))) == 2
+
+
+def test_demo_has_no_request_budget_so_a_large_demo_never_stalls(tmp_path: Path) -> None:
+    from rcingest.demo import demo_pipeline
+
+    config = demo_pipeline("http://127.0.0.1:1/2.0", tmp_path, ["main"], 24.0)
+    assert config["source"]["config"]["requests_per_hour"] == 0  # 0 = unlimited
+    # 10 repositories take more than Bitbucket's 1,000 requests an hour: with a
+    # budget the demo would pace (wait) for most of an hour.
+    result = CliRunner().invoke(
+        build_cli(), ["demo", "--dir", str(tmp_path), "--repositories", "10"]
+    )
+    assert result.exit_code == 0, result.output
+    requests = int(re.search(r"\((\d+) requests to the fake", result.output)[1])  # type: ignore[index]
+    assert requests > 1000

@@ -37,6 +37,19 @@ class AuthConfig(ComponentConfig):
     #: Legacy: app password (removed by Atlassian in July 2026; warns).
     app_password: str | None = None
 
+    def __post_init__(self) -> None:
+        # An empty or blank value (``${BITBUCKET_EMAIL:-}`` with the variable
+        # unset) is the same as an unset field.
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if isinstance(value, str) and not value.strip():
+                setattr(self, name, None)
+
+    @property
+    def anonymous(self) -> bool:
+        """True when no credential at all is set."""
+        return not any(getattr(self, name) for name in self.__struct_fields__)
+
 
 def _basic(user: str, password: str) -> str:
     raw = f"{user}:{password}".encode()

@@ -19,7 +19,7 @@ __all__ = ["HourlyBudget"]
 
 
 class HourlyBudget:
-    """At most ``limit`` acquisitions in any ``window`` seconds; ``limit=0`` means no budget."""
+    """At most ``limit`` acquisitions in any ``window`` seconds; ``limit=0`` means unlimited."""
 
     def __init__(
         self,

@@ -3,8 +3,10 @@
 Policy, in one place:
 
 * pagination follows the body's ``next`` URL exactly and stops when it is
-  missing or ``values`` is empty; a ``next`` on another scheme, host or port
-  than ``base_url`` is refused, so credentials only ever go to the API;
+  missing or ``values`` is empty; a ``next`` (or a redirect) outside
+  ``base_url`` (another scheme, host, port or path prefix) is refused, so
+  credentials only ever go to the API; at most ``MAX_REDIRECTS`` (5)
+  same-API redirects are followed per request;
 * 429, 5xx (including diffstat's 555), connection errors and timeouts are
   retried with ``backoff`` (exponential with jitter, or ``Retry-After`` when
   sent), bounded by ``max_tries`` and ``max_time``; other 4xx fail at once;
@@ -37,7 +39,24 @@ from rcingest.bitbucket.parse import error_message
 from rcingest.errors import ConfigError, RcingestError
 from rcingest.interfaces import ComponentConfig, Stats
 
-__all__ = ["BitbucketClient", "BitbucketError", "ClientConfig", "page_size"]
+__all__ = [
+    "ANONYMOUS_REQUESTS_PER_HOUR",
+    "DEFAULT_REQUESTS_PER_HOUR",
+    "MAX_REDIRECTS",
+    "BitbucketClient",
+    "BitbucketError",
+    "ClientConfig",
+    "page_size",
+]
+
+#: Redirects followed per request before giving up (a loop or a long chain).
+MAX_REDIRECTS = 5
+#: Bitbucket Cloud's hourly limit for authenticated user tokens: the default budget.
+DEFAULT_REQUESTS_PER_HOUR = 1000
+#: Bitbucket Cloud's hourly limit for anonymous requests.
+ANONYMOUS_REQUESTS_PER_HOUR = 60
+#: The real API host: anonymous access there is limited (and public repositories only).
+BITBUCKET_API_HOST = "api.bitbucket.org"
 
 T = TypeVar("T")
 Params = Mapping[str, str | int | list[str]]
@@ -55,8 +74,9 @@ class ClientConfig(ComponentConfig):
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     #: Requests in flight at most.
     concurrency: Annotated[int, msgspec.Meta(ge=1, le=256)] = 8
-    #: Client-side budget over a rolling hour (Bitbucket: 1,000 for user tokens); 0 = none.
-    requests_per_hour: Annotated[int, msgspec.Meta(ge=0)] = 1000
+    #: Client-side budget over a rolling hour (Bitbucket: 1,000 for user tokens); 0 = unlimited.
+    #: Anonymous against api.bitbucket.org, the default 1,000 becomes 60.
+    requests_per_hour: Annotated[int, msgspec.Meta(ge=0)] = DEFAULT_REQUESTS_PER_HOUR
     #: Total seconds for one request (connect + read).
     timeout: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     #: Attempts per request, the first included.
@@ -156,7 +176,13 @@ class BitbucketClient:
         self._secrets = sorted(auth_secrets(config.auth) | secrets, key=len, reverse=True)
         self._session: aiohttp.ClientSession | None = None
         self._slots = asyncio.Semaphore(config.concurrency)
-        self.budget = HourlyBudget(config.requests_per_hour, stats=stats, logger=self.logger)
+        #: No credentials against the real API: Bitbucket allows 60 requests/hour.
+        self.anonymous = config.auth.anonymous and self.base.host == BITBUCKET_API_HOST
+        self._warned_anonymous = False
+        limit = config.requests_per_hour
+        if self.anonymous and limit == DEFAULT_REQUESTS_PER_HOUR:
+            limit = ANONYMOUS_REQUESTS_PER_HOUR
+        self.budget = HourlyBudget(limit, stats=stats, logger=self.logger)
         self._fetch = backoff.on_exception(
             _wait_gen,  # type: ignore[arg-type]  # backoff sends exceptions in; its stub says None
             _Retryable,
@@ -171,6 +197,15 @@ class BitbucketClient:
         self._decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
 
     async def __aenter__(self) -> BitbucketClient:
+        if self.anonymous and not self._warned_anonymous:
+            self._warned_anonymous = True
+            self.logger.warning(
+                "auth: no credentials set, using anonymous access to %s "
+                "(anonymous: 60 requests/hour, public repositories only; budget %s/hour); "
+                "set auth.email + auth.api_token or auth.access_token",
+                self.base.host,
+                self.budget.limit or "unlimited",
+            )
         headers = {"Accept": "application/json", "User-Agent": "rcingest (+bitbucket_rest)"}
         connector = aiohttp.TCPConnector(limit=self.config.concurrency, limit_per_host=0)
         self._session = aiohttp.ClientSession(
@@ -204,14 +239,15 @@ class BitbucketClient:
         return _SECRET_PARAM.sub(r"\1***", text)
 
     def url_for(self, path_or_url: str, params: Params | None = None) -> URL:
-        """An absolute URL under ``base_url``; an absolute URL must share its scheme, host, port."""
+        """An absolute URL under ``base_url`` (same scheme, host, port and path prefix)."""
         if path_or_url.startswith(("http://", "https://")):
             url = URL(path_or_url)
+            prefix = self.base.path.rstrip("/")
             if (url.scheme, url.host, url.port) != (
                 self.base.scheme,
                 self.base.host,
                 self.base.port,
-            ):
+            ) or not (url.path == prefix or url.path.startswith(prefix + "/")):
                 raise BitbucketError(
                     f"refusing to follow {self.redact(str(url.with_query(None)))}: it is not on "
                     f"the configured API {self.base} (credentials are only sent there)",
@@ -242,6 +278,23 @@ class BitbucketClient:
             )
 
     async def _attempt(self, url: URL) -> bytes:
+        """One try: the request, following up to ``MAX_REDIRECTS`` same-API redirects."""
+        first = url
+        for _ in range(MAX_REDIRECTS + 1):
+            body, location = await self._request(url)
+            if location is None:
+                return body
+            # Same-API redirects (a renamed repository) are followed; a
+            # redirect elsewhere is refused by url_for like a foreign ``next``.
+            url = self.url_for(str(url.join(URL(location))))
+        raise BitbucketError(
+            f"GET {self.redact(str(first))}: more than {MAX_REDIRECTS} redirects "
+            f"(last to {self.redact(str(url))})",
+            url=self.redact(str(first)),
+        )
+
+    async def _request(self, url: URL) -> tuple[bytes, str | None]:
+        """The body of a 2xx, or the ``Location`` of a redirect; raises otherwise."""
         if self._session is None:
             raise RuntimeError("BitbucketClient used outside 'async with'")
         # The budget wait happens before taking a slot: a paced request must
@@ -262,11 +315,9 @@ class BitbucketClient:
                 message = self.redact(f"{type(exc).__name__}: {exc}".rstrip(": "))
                 raise _Retryable(shown, None, message, None) from None
         if 200 <= status < 300:
-            return body
+            return body, None
         if status in (301, 302, 303, 307, 308) and location:
-            # Same-origin redirects (a renamed repository) are followed; a
-            # redirect elsewhere is refused by url_for like a foreign ``next``.
-            return await self._attempt(self.url_for(str(url.join(URL(location)))))
+            return body, location
         message = f"{status} {reason}: {self.redact(error_message(body))}".rstrip(": ")
         if status == 429:
             self.stats.incr("http.rate_limited")

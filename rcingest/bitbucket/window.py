@@ -10,21 +10,32 @@ the same. The rule, pure and tested:
   (half-open), wherever it appears in the listing;
 * walking stops once ``stop_after`` consecutive commits (default 100, a full
   page) are older than ``window.start`` *and* the latest one seen is older
-  than ``window.start - margin`` (default 60 minutes); one newer commit resets
-  the count. A branch is never paged to its root for a short window, and an
+  than ``window.start - margin`` (default 60 minutes) *and* the branch's
+  first-parent chain is finished; one newer commit resets the count. An
   out-of-order run shorter than ``stop_after`` does not end the walk early;
+* the first-parent chain: starting at the branch head, the walk expects the
+  first parent of each chain commit it reads whose date is not older than
+  ``window.start - margin``; while such a parent has not been listed yet, the
+  walk goes on whatever the old-commit run. A merge that brings in a long,
+  old branch is listed before its first parent (topological order), so this
+  is what keeps the mainline commits behind it: an in-window commit reachable
+  from the head through first parents is never dropped. The chain ends at the
+  first chain commit older than ``window.start - margin`` (or a root, or a
+  listing without ``parents``), which on a linear history is right where the
+  window ends, so a branch is never paged to its root for a short window;
 * the check runs at page boundaries: a page already fetched is read whole.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from rcingest.errors import ConfigError
 from rcingest.interfaces import Window
 
-__all__ = ["EarlyStop", "branch_window", "resolve_window"]
+__all__ = ["EarlyStop", "branch_window", "covered_start", "resolve_window"]
 
 
 def _localize(moment: datetime, tz: ZoneInfo) -> datetime:
@@ -42,10 +53,11 @@ def resolve_window(
 ) -> Window:
     """The half-open window ``[start, end)`` from ``hours`` or ``since``/``until``.
 
-    ``hours`` counts back from ``until`` (default now). Naive ``since``/``until``
+    ``hours`` counts back from ``until`` (default now) in real (UTC) time, so a
+    window across a DST change is still ``hours`` long. Naive ``since``/``until``
     are read in ``tz``. Raises ``ConfigError`` naming the fields at fault.
     """
-    end = _localize(until, tz) if until is not None else now
+    end = (_localize(until, tz) if until is not None else now).astimezone(UTC)
     if hours is not None and since is not None:
         raise ConfigError("hours and since: set one of them, not both")
     if hours is not None:
@@ -53,7 +65,7 @@ def resolve_window(
             raise ConfigError("hours: must be > 0")
         start = end - timedelta(hours=hours)
     elif since is not None:
-        start = _localize(since, tz)
+        start = _localize(since, tz).astimezone(UTC)
     else:
         raise ConfigError("hours or since: the source needs a window (e.g. hours: 4)")
     if start >= end:
@@ -100,8 +112,37 @@ def branch_window(
     return Window(start, window.end)
 
 
+def covered_start(scanned: Window, cursor: dict[str, object] | None) -> datetime:
+    """The start of the time a branch's new cursor covers once ``scanned`` is done.
+
+    A saved cursor that reaches into (or up to) ``scanned`` is contiguous
+    with it, so the new cursor covers their union and keeps the earlier start;
+    otherwise (no cursor, a broken one, or a gap) it covers ``scanned`` only.
+    Storing the union is what lets ``resume`` skip a branch whose window was
+    extended and then scanned again.
+    """
+    start_s = cursor.get("start") if cursor else None
+    end_s = cursor.get("end") if cursor else None
+    if not isinstance(start_s, str) or not isinstance(end_s, str):
+        return scanned.start
+    try:
+        saved_start = datetime.fromisoformat(start_s)
+        saved_end = datetime.fromisoformat(end_s)
+    except ValueError:
+        return scanned.start
+    if saved_start.tzinfo is None or saved_end.tzinfo is None:
+        return scanned.start
+    if saved_start <= scanned.start <= saved_end:
+        return saved_start
+    return scanned.start
+
+
 class EarlyStop:
-    """Sans-I/O state of one branch walk: feed dates in listing order, ask whether to stop."""
+    """Sans-I/O state of one branch walk: feed commits in listing order, ask whether to stop.
+
+    Feed ``hash`` and ``parents`` (first parent first) for the first-parent
+    rule; without them only the old-commit run counts.
+    """
 
     def __init__(
         self, start: datetime, *, stop_after: int = 100, margin: timedelta = timedelta(hours=1)
@@ -111,12 +152,26 @@ class EarlyStop:
         self.limit = start - margin
         self.old_run = 0
         self.last: datetime | None = None
+        self.started = False
+        #: The first-parent chain commit the walk still expects; ``None`` = chain done.
+        self.pending: str | None = None
 
-    def see(self, date: datetime) -> None:
-        """Record the next commit's date in listing order."""
+    def see(
+        self, date: datetime, commit_hash: str | None = None, parents: Sequence[str] = ()
+    ) -> None:
+        """Record the next commit (its date, hash and parent hashes) in listing order."""
         self.last = date
         self.old_run = self.old_run + 1 if date < self.start else 0
+        on_chain = not self.started or (commit_hash is not None and commit_hash == self.pending)
+        self.started = True
+        if on_chain:
+            self.pending = parents[0] if parents and date >= self.limit else None
 
     def should_stop(self) -> bool:
         """True when the walk is safely past the window (see the module docstring)."""
-        return self.old_run >= self.stop_after and self.last is not None and self.last < self.limit
+        return (
+            self.pending is None
+            and self.old_run >= self.stop_after
+            and self.last is not None
+            and self.last < self.limit
+        )

@@ -21,8 +21,13 @@ import msgspec
 from rcingest.bitbucket import api
 from rcingest.bitbucket.client import BitbucketClient, ClientConfig
 from rcingest.bitbucket.parse import repository_from_api
-from rcingest.bitbucket.window import branch_window, resolve_window
-from rcingest.default_plugins.bitbucket_rest.scan import ScanOptions, scan_repository, stream_name
+from rcingest.bitbucket.window import branch_window, covered_start, resolve_window
+from rcingest.default_plugins.bitbucket_rest.scan import (
+    ScanOptions,
+    effective_window,
+    scan_repository,
+    stream_name,
+)
 from rcingest.hookspecs import hookimpl
 from rcingest.interfaces import RunContext, Source, Window
 from rcingest.records import Checkpoint, Record, Repository
@@ -81,7 +86,16 @@ class BitbucketRestConfig(ClientConfig, kw_only=True):
 
 
 def _full_name(workspace: str, entry: str) -> str:
+    entry = entry.strip().strip("/")
     return entry if "/" in entry else f"{workspace}/{entry}"
+
+
+def _unique(repos: list[Repository]) -> list[Repository]:
+    """``repos`` without repeats (Bitbucket names are case-insensitive), first one kept."""
+    seen: dict[str, Repository] = {}
+    for repo in repos:
+        seen.setdefault(repo.full_name.lower(), repo)
+    return list(seen.values())
 
 
 class BitbucketRestSource(Source[BitbucketRestConfig]):
@@ -106,13 +120,31 @@ class BitbucketRestSource(Source[BitbucketRestConfig]):
     async def _repositories(self) -> list[Repository]:
         cfg = self.config
         if cfg.repositories is not None:
-            names = [_full_name(cfg.workspace, r) for r in cfg.repositories]
+            # ``service-00`` and ``acme/service-00`` (or a name given twice)
+            # are one repository: fetched, scanned and emitted once.
+            by_key: dict[str, str] = {}
+            for entry in cfg.repositories:
+                name = _full_name(cfg.workspace, entry)
+                by_key.setdefault(name.lower(), name)
+            names = list(by_key.values())
+            filters = [
+                f
+                for f in ("q", "role", "is_private", "language", "updated_within_days")
+                if getattr(cfg, f) is not None
+            ]
+            if filters:
+                self.context.logger.warning(
+                    "repositories is set: %s only filter the workspace listing "
+                    "and are ignored here",
+                    ", ".join(filters),
+                )
             values = await asyncio.gather(
                 *(self.client.get_bytes(f"/repositories/{name}") for name in names)
             )
-            return [
-                repository_from_api(msgspec.json.decode(v, type=api.Repository)) for v in values
-            ]
+            # Two names may still reach one repository (a rename redirects).
+            return _unique(
+                [repository_from_api(msgspec.json.decode(v, type=api.Repository)) for v in values]
+            )
         clauses = [f"({cfg.q})"] if cfg.q else []
         if cfg.is_private is not None:
             clauses.append(f"is_private = {str(cfg.is_private).lower()}")
@@ -130,17 +162,20 @@ class BitbucketRestSource(Source[BitbucketRestConfig]):
         path = f"/repositories/{cfg.workspace}"
         async for page in self.client.typed_pages(path, api.Repository, params):
             found.extend(repository_from_api(v) for v in page)
-        return sorted(found, key=lambda r: r.full_name)
+        return sorted(_unique(found), key=lambda r: r.full_name)
 
     def _branches(
         self, repo: Repository, cursors: Mapping[str, dict[str, Any]]
-    ) -> dict[str, Window]:
+    ) -> tuple[dict[str, Window], dict[str, datetime]]:
+        """Each branch still to scan with its window, and the start its checkpoint covers."""
         names = self.config.default_branches or ([repo.mainbranch] if repo.mainbranch else [])
         out: dict[str, Window] = {}
+        covered: dict[str, datetime] = {}
         for name in dict.fromkeys(names):
+            cursor = cursors.get(stream_name(repo.full_name, name))
             window = branch_window(
                 self.window,
-                cursors.get(stream_name(repo.full_name, name)),
+                cursor,
                 incremental=self.config.incremental,
                 overlap=timedelta(minutes=self.config.overlap_minutes),
                 resume=self.config.resume,
@@ -149,7 +184,8 @@ class BitbucketRestSource(Source[BitbucketRestConfig]):
                 self.context.stats.incr("bitbucket.branches_resumed")
             else:
                 out[name] = window
-        return out
+                covered[name] = covered_start(window, cursor)
+        return out, covered
 
     async def records(
         self, cursors: Mapping[str, dict[str, Any]]
@@ -170,6 +206,13 @@ class BitbucketRestSource(Source[BitbucketRestConfig]):
             }
             if not repos:
                 ctx.logger.warning("workspace %s: no repository matched", cfg.workspace)
+            plans = {r.full_name: self._branches(r, cursors) for r in repos}
+            # ``incremental`` may reach back before the run window: report the
+            # window actually read (pull requests are fetched for it too).
+            widest: dict[str, Window] = {
+                f"{repo}@{b}": w for repo, (bw, _) in plans.items() for b, w in bw.items()
+            }
+            ctx.window = effective_window(self.window, widest)
             opts = ScanOptions(
                 window=self.window,
                 commits=cfg.commits,
@@ -190,9 +233,9 @@ class BitbucketRestSource(Source[BitbucketRestConfig]):
             async def one(repo: Repository) -> None:
                 try:
                     async with slots:
-                        branches = self._branches(repo, cursors)
+                        branches, covered = plans[repo.full_name]
                         items = await scan_repository(
-                            self.client, repo, branches, opts, ctx.logger, ctx.stats
+                            self.client, repo, branches, opts, ctx.logger, ctx.stats, covered
                         )
                         await results.put(items)
                 except asyncio.CancelledError:

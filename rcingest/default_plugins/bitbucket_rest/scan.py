@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rcingest.bitbucket import api
@@ -22,7 +23,7 @@ from rcingest.bitbucket.window import EarlyStop
 from rcingest.interfaces import Stats, Window
 from rcingest.records import Checkpoint, Commit, PullRequest, PullRequestRef, Record, Repository
 
-__all__ = ["ScanOptions", "scan_repository", "stream_name"]
+__all__ = ["ScanOptions", "effective_window", "scan_repository", "stream_name"]
 
 _PR_STATES = ["OPEN", "MERGED", "DECLINED", "SUPERSEDED"]
 
@@ -30,6 +31,12 @@ _PR_STATES = ["OPEN", "MERGED", "DECLINED", "SUPERSEDED"]
 def stream_name(repository: str, branch: str) -> str:
     """The checkpoint stream of one branch: ``workspace/slug@branch``."""
     return f"{repository}@{branch}"
+
+
+def effective_window(window: Window, branches: Mapping[str, Window]) -> Window:
+    """The run window widened to the earliest branch start (``incremental`` may reach back)."""
+    start = min([window.start, *(w.start for w in branches.values())])
+    return Window(start.astimezone(window.start.tzinfo), window.end)
 
 
 def _iso(moment: Any) -> str:
@@ -76,7 +83,7 @@ async def _walk_branch(
                 if branch not in state.heads:
                     state.heads[branch] = value.hash
                 date = value.date if value.date.tzinfo else value.date.replace(tzinfo=UTC)
-                stop.see(date)
+                stop.see(date, value.hash, [p.hash for p in value.parents])
                 if not (window.start <= date < window.end):
                     continue
                 known = state.commits.get(value.hash)
@@ -158,11 +165,16 @@ async def scan_repository(
     opts: ScanOptions,
     logger: logging.Logger,
     stats: Stats,
+    covered: Mapping[str, datetime] | None = None,
 ) -> list[Record | Checkpoint]:
     """Everything one repository contributes, in emission order.
 
     ``branches`` maps each branch still to scan to its window (a part of the
-    run window when a cursor covered the rest).
+    run window when a cursor covered the rest, or reaching back before it
+    for ``incremental``); pull requests are read for the run window widened
+    to the earliest branch start. ``covered`` maps a branch to the start its
+    new checkpoint records (the union with a contiguous saved cursor;
+    default: the branch window's start).
     """
     repo = repository.full_name
     state = _State()
@@ -178,7 +190,7 @@ async def scan_repository(
     for pr in prs:
         known.update(pr.commit_hashes)
     await _expand_merge_commits(client, repo, prs, known)
-    return _emit(repository, branches, opts, state, prs)
+    return _emit(repository, branches, opts, state, prs, covered or {})
 
 
 async def _gather_repository(
@@ -200,7 +212,9 @@ async def _gather_repository(
                 for _ in range(opts.workers)
             ]
         pr_task = (
-            group.create_task(_pull_requests(client, repo, opts.window, opts.workers))
+            group.create_task(
+                _pull_requests(client, repo, effective_window(opts.window, branches), opts.workers)
+            )
             if opts.pull_requests
             else None
         )
@@ -225,6 +239,7 @@ def _emit(
     opts: ScanOptions,
     state: _State,
     prs: list[PullRequest],
+    covered: Mapping[str, datetime],
 ) -> list[Record | Checkpoint]:
     repo = repository.full_name
     for pr in prs:
@@ -241,7 +256,7 @@ def _emit(
     for branch in sorted(state.walked):
         window = branches[branch]
         checkpoint_state = {
-            "start": _iso(window.start),
+            "start": _iso(covered.get(branch, window.start)),
             "end": _iso(window.end),
             "head": state.heads.get(branch),
             "run_id": opts.run_id,

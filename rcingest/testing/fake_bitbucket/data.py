@@ -76,6 +76,8 @@ class GenSpec:
     out_of_order_every: int = 0
     skew: timedelta = timedelta(days=3)
     max_files: int = 20
+    #: Repository slugs, in order (``service-00``, ``service-01``, ... past their end).
+    slugs: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -232,7 +234,7 @@ class FakeData:
 
     def _make_repo(self, r: int) -> None:
         spec = self.spec
-        slug = f"service-{r:02d}"
+        slug = spec.slugs[r] if r < len(spec.slugs) else f"service-{r:02d}"
         repo = FakeRepo(
             workspace=spec.workspace,
             slug=slug,
