@@ -380,6 +380,57 @@ async def test_runbook_secret_header_when_enabled(tmp_path: Path) -> None:
         assert d.rows("SELECT request_uuid FROM deliveries") == [("s-1",)]
 
 
+async def raw_post(port: int, headers: bytes, body: bytes) -> tuple[int, bytes]:
+    """POST with header bytes as sent (aiohttp's client would refuse non-ASCII ones)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"POST /webhooks/bitbucket HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + headers
+        + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+        + body
+    )
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    status_line, _, rest = data.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+async def test_header_bytes_that_are_not_utf8_are_refused_not_a_500(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw = PUSH.read_bytes()
+    good = b"X-Webhook-Secret: " + SECRET.encode() + b"\r\n"
+    async with daemon(tmp_path, source={"accept_secret_header": True}) as d:
+        port = d.runner.source.bound_port  # type: ignore[attr-defined]
+        cases = [
+            (b"X-Event-Key: repo:push\r\nX-Webhook-Secret: \xff\xfe\r\n", 401),
+            (b"X-Event-Key: repo:push\r\n" + good + b"X-Request-UUID: \xff\r\n", 400),
+            (b"X-Event-Key: repo:push\r\n" + good + b"X-Hook-UUID: caf\xc3\xa9\r\n", 400),
+            (b"X-Event-Key: repo:\xff\r\n" + good, 400),
+            (
+                b"X-Event-Key: repo:push\r\n" + good + b"X-Request-UUID: " + b"u" * 201 + b"\r\n",
+                400,
+            ),
+        ]
+        for headers, expected in cases:
+            status, body = await raw_post(port, headers, raw)
+            assert status == expected, body
+            assert json.loads(body)["status"] == expected
+        assert d.rows("SELECT COUNT(*) FROM deliveries") == [(0,)]
+        # An absurd (unsigned) attempt number is clamped, and its neighbours are unharmed.
+        results = await asyncio.gather(
+            post(d.url, raw, signed(raw, uuid="big", **{"X-Attempt-Number": "9" * 20})),
+            *(post(d.url, raw, signed(raw, uuid=f"n-{i}")) for i in range(4)),
+        )
+        assert [status for status, _ in results] == [200] * 5
+        assert d.rows("SELECT request_uuid, attempt FROM deliveries ORDER BY 1") == [
+            ("big", 1000),
+            *((f"n-{i}", 1) for i in range(4)),
+        ]
+    assert "Traceback" not in caplog.text and "Error handling request" not in caplog.text
+
+
 async def test_secret_never_written(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     raw = PUSH.read_bytes()
