@@ -355,7 +355,7 @@ def test_identifier_headers_at_the_limit_are_kept() -> None:
 
 
 @pytest.mark.parametrize("event", ["repo:fork", "totally:unknown"])
-@pytest.mark.parametrize("raw", [b"this is not json", b"", b"{", b'{"a": 1} x'])
+@pytest.mark.parametrize("raw", [b"this is not json", b"", b"{", b'{"a": 1} x', b'{"a": "\xff"}'])
 def test_a_body_that_is_not_json_is_400_even_for_an_event_not_stored(
     event: str, raw: bytes
 ) -> None:
@@ -365,3 +365,11 @@ def test_a_body_that_is_not_json_is_400_even_for_an_event_not_stored(
     )
     assert (verdict.status, verdict.outcome) == (400, "bad_request")
     assert "not valid JSON" in verdict.reason
+
+
+@pytest.mark.parametrize("event", ["repo:push", "pullrequest:created"])
+def test_a_body_that_is_not_utf8_is_400_not_an_exception(event: str) -> None:
+    raw = b'{"push": {"changes": []}, "repository": {"full_name": "a/\xff"}}'
+    verdict = receive(signed(raw, event), raw, secret=SECRET)
+    assert (verdict.status, verdict.outcome) == (400, "bad_request")
+    assert verdict.reason == "body is not valid JSON: not UTF-8"

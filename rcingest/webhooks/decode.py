@@ -264,16 +264,19 @@ def _commit(c: _Commit, repository: str, branches: list[str], fallback: datetime
     return commit_from_api(c, repository, branches)
 
 
-def _shape_error(event: str, exc: msgspec.MsgspecError) -> DecodeError:
+def _shape_error(event: str, exc: msgspec.MsgspecError | UnicodeDecodeError) -> DecodeError:
     if isinstance(exc, msgspec.ValidationError):
         return DecodeError(f"{event} payload of the wrong shape: {exc}")
+    if isinstance(exc, UnicodeDecodeError):
+        # msgspec hands strings that are not UTF-8 to Python, which raises this.
+        return DecodeError("body is not valid JSON: not UTF-8")
     return DecodeError(f"body is not valid JSON: {exc}")
 
 
 def _decode_push(body: bytes, headers: DeliveryHeaders, delivery: WebhookDelivery) -> Decoded:
     try:
         event = _push_decoder.decode(body)
-    except msgspec.MsgspecError as exc:
+    except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
         raise _shape_error(headers.event, exc) from None
     repo = event.repository.full_name
     commits: dict[str, Commit] = {}
@@ -318,7 +321,7 @@ def _decode_push(body: bytes, headers: DeliveryHeaders, delivery: WebhookDeliver
 def _decode_pr(body: bytes, headers: DeliveryHeaders, delivery: WebhookDelivery) -> Decoded:
     try:
         event = _pr_decoder.decode(body)
-    except msgspec.MsgspecError as exc:
+    except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
         raise _shape_error(headers.event, exc) from None
     pr, repo = event.pullrequest, event.repository.full_name
     if pr.state not in _PR_STATES:
@@ -368,8 +371,9 @@ def decode(headers: Mapping[str, str], body: bytes, *, received_at: datetime) ->
     # Not stored, but still held to the contract: the body must be JSON.
     try:
         _any_json(body)
-    except msgspec.DecodeError as exc:
-        raise DecodeError(f"body is not valid JSON: {exc}") from None
+        body.decode("utf-8")  # Raw does not look inside strings
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise _shape_error(head.event, exc) from None
     delivery.outcome = "ignored" if head.event in KNOWN_EVENTS else "unknown_event"
     return Decoded(delivery=delivery)
 
