@@ -210,6 +210,12 @@ def _scrub(rows: Rows, clean: Callable[[str], str]) -> None:
     """
     for name in _SCRUBBED:
         table: dict[Any, Row] = getattr(rows, name)
+        # Fast path (nearly always): no value of the table holds anything to
+        # clean, which one call on all of them joined shows. NUL separates
+        # them so nothing is found across two values.
+        joined = "\0".join([v for row in table.values() for v in row if v.__class__ is str])
+        if clean(joined) == joined:
+            continue
         cleaned: dict[Any, Row] = {}
         for key, row in table.items():
             new = tuple(clean(v) if isinstance(v, str) else v for v in row)
