@@ -18,15 +18,8 @@ from yarl import URL
 
 from rcingest.bitbucket.auth import AuthConfig, auth_header
 from rcingest.bitbucket.budget import HourlyBudget
-from rcingest.bitbucket.client import (
-    BitbucketClient,
-    BitbucketError,
-    ClientConfig,
-    _Retryable,
-    _wait_gen,
-    page_size,
-    retry_after_seconds,
-)
+from rcingest.bitbucket.client import BitbucketClient, ClientConfig, page_size
+from rcingest.bitbucket.retry import BitbucketError, Retryable, retry_after_seconds, wait_gen
 from rcingest.errors import ConfigError
 from rcingest.interfaces import Stats
 
@@ -432,11 +425,11 @@ async def test_retry_after_is_honoured(
     assert "in 0.20s" in caplog.text
 
 
-def test_wait_generator_uses_retry_after_else_jittered_exponential() -> None:
-    gen = _wait_gen(1.0, 8.0)
+def testwait_generator_uses_retry_after_else_jittered_exponential() -> None:
+    gen = wait_gen(1.0, 8.0)
     next(gen)
-    assert gen.send(_Retryable("u", 429, "m", 7.0)) == 7.0
-    waits = [gen.send(_Retryable("u", 429, "m", None)) for _ in range(5)]
+    assert gen.send(Retryable("u", 429, "m", 7.0)) == 7.0
+    waits = [gen.send(Retryable("u", 429, "m", None)) for _ in range(5)]
     # Equal jitter: between half and all of 1, 2, 4, 8, 8 (the cap); n counts every retry.
     for wait, step in zip(waits, [2, 4, 8, 8, 8], strict=True):
         assert step / 2 <= wait <= step

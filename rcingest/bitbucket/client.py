@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import re
-from collections.abc import AsyncIterator, Generator, Mapping
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 from typing import Annotated, Any, TypeVar
 
@@ -36,7 +33,8 @@ from rcingest.bitbucket import api
 from rcingest.bitbucket.auth import AuthConfig, auth_header, auth_secrets
 from rcingest.bitbucket.budget import HourlyBudget
 from rcingest.bitbucket.parse import error_message
-from rcingest.errors import ConfigError, RcingestError
+from rcingest.bitbucket.retry import BitbucketError, Retryable, retry_after_seconds, wait_gen
+from rcingest.errors import ConfigError
 from rcingest.interfaces import ComponentConfig, Stats
 
 __all__ = [
@@ -88,28 +86,6 @@ class ClientConfig(ComponentConfig):
     backoff_max: Annotated[float, msgspec.Meta(ge=0)] = 60.0
 
 
-class BitbucketError(RcingestError):
-    """A request failed for good; the message names the URL, status and Bitbucket's message."""
-
-    def __init__(self, message: str, *, url: str = "", status: int | None = None) -> None:
-        super().__init__(message)
-        self.url = url
-        self.status = status
-
-
-class _Retryable(Exception):
-    """An attempt failed in a way worth retrying."""
-
-    def __init__(
-        self, url: str, status: int | None, message: str, retry_after: float | None
-    ) -> None:
-        super().__init__(message)
-        self.url = url
-        self.status = status
-        self.message = message
-        self.retry_after = retry_after
-
-
 def page_size(path: str) -> int:
     """The largest ``pagelen`` the endpoint accepts (pull requests 50, diffstat 1000, else 100)."""
     if "/diffstat/" in path:
@@ -117,42 +93,6 @@ def page_size(path: str) -> int:
     if re.search(r"/pullrequests/?$", path):
         return 50
     return 100
-
-
-def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
-    """``Retry-After`` as seconds (delta-seconds or an HTTP date); ``None`` if absent or bad."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-
-
-def _wait_gen(base: float, cap: float) -> Generator[float | None, Any, None]:
-    """backoff wait generator: ``Retry-After`` when the server sent one, else exponential.
-
-    backoff sends each exception in; equal jitter keeps at least half the
-    delay so a burst of 429s does not all come back at once.
-    """
-    exc = yield None
-    n = 0
-    while True:
-        if isinstance(exc, _Retryable) and exc.retry_after is not None:
-            value = exc.retry_after
-        else:
-            step = min(cap, base * (2**n))
-            value = step / 2 + random.uniform(0, step / 2)  # noqa: S311 - jitter, not crypto
-        n += 1
-        exc = yield value
 
 
 class BitbucketClient:
@@ -184,8 +124,8 @@ class BitbucketClient:
             limit = ANONYMOUS_REQUESTS_PER_HOUR
         self.budget = HourlyBudget(limit, stats=stats, logger=self.logger)
         self._fetch = backoff.on_exception(
-            _wait_gen,  # type: ignore[arg-type]  # backoff sends exceptions in; its stub says None
-            _Retryable,
+            wait_gen,  # type: ignore[arg-type]  # backoff sends exceptions in; its stub says None
+            Retryable,
             max_tries=config.max_tries,
             max_time=config.max_time,
             jitter=None,
@@ -268,7 +208,7 @@ class BitbucketClient:
     async def _on_backoff(self, details: Any) -> None:
         exc = details.get("exception")
         self.stats.incr("http.retries")
-        if isinstance(exc, _Retryable):
+        if isinstance(exc, Retryable):
             self.logger.info(
                 "retrying %s in %.2fs (try %d): %s",
                 exc.url,
@@ -313,7 +253,7 @@ class BitbucketClient:
                     location = resp.headers.get("Location")
             except (aiohttp.ClientError, TimeoutError) as exc:
                 message = self.redact(f"{type(exc).__name__}: {exc}".rstrip(": "))
-                raise _Retryable(shown, None, message, None) from None
+                raise Retryable(shown, None, message, None) from None
         if 200 <= status < 300:
             return body, None
         if status in (301, 302, 303, 307, 308) and location:
@@ -321,9 +261,9 @@ class BitbucketClient:
         message = f"{status} {reason}: {self.redact(error_message(body))}".rstrip(": ")
         if status == 429:
             self.stats.incr("http.rate_limited")
-            raise _Retryable(shown, status, message, retry_after_seconds(retry_after))
+            raise Retryable(shown, status, message, retry_after_seconds(retry_after))
         if status >= 500:
-            raise _Retryable(shown, status, message, None)
+            raise Retryable(shown, status, message, None)
         repo = _REPO_IN_PATH.search(url.path)
         where = f" (repository {repo.group(1)})" if status == 404 and repo else ""
         raise BitbucketError(f"GET {shown}: {message}{where}", url=shown, status=status)
@@ -333,7 +273,7 @@ class BitbucketClient:
         url = self.url_for(path_or_url, params)
         try:
             body: bytes = await self._fetch(url)
-        except _Retryable as exc:
+        except Retryable as exc:
             raise BitbucketError(
                 f"GET {exc.url}: {exc.message} (gave up after at most "
                 f"{self.config.max_tries} tries / {self.config.max_time:g}s of retries)",
