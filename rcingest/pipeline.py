@@ -79,6 +79,12 @@ class Runner:
         chosen = [] if context.dry_run else pipeline.sinks
         self.sink_labels = [c.label for c in chosen]
         self.sinks: list[Sink[Any]] = [self._build(c) for c in chosen]
+        # The sink that stores cursors is written last: it commits checkpoints
+        # with its rows, which must not happen before every other sink flushed.
+        self._write_order = sorted(
+            zip(self.sink_labels, self.sinks, strict=True),
+            key=lambda pair: isinstance(pair[1], StateStore),
+        )
         self.result = RunResult(context.run_id, "running", 0.0, dry_run=context.dry_run)
         self._stopping = asyncio.Event()
         self._carry: Record | Checkpoint | _End | None = None
@@ -138,12 +144,7 @@ class Runner:
                 except BaseException:
                     ctx.status = "failed"
                     raise
-                finally:
-                    self._finish(started)
-        except SinkError as exc:
-            self.result.error = str(exc)
-            raise
-        except RunFailed as exc:
+        except RunFailed as exc:  # SinkError included
             self.result.error = str(exc)
             raise
         except Exception as exc:
@@ -314,12 +315,7 @@ class Runner:
         # precedes it, but a batch is written whole before any of its
         # checkpoints is acknowledged, so acknowledging all of them is safe.
         types = Counter(record_type(r) for r in batch.records)
-        # The sink that stores cursors goes last: it commits checkpoints with its
-        # rows, which must not happen before every other sink has flushed.
-        for label, sink in sorted(
-            zip(self.sink_labels, self.sinks, strict=True),
-            key=lambda pair: isinstance(pair[1], StateStore),
-        ):
+        for label, sink in self._write_order:
             try:
                 await sink.write(batch)
                 await sink.flush()
