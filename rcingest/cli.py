@@ -164,7 +164,8 @@ def run(
         sys.stderr.write("\n")  # end the progress line before the summary
     code = 0 if error is None else error.exit_code
     if as_json:
-        click.echo(json.dumps({**result.to_dict(), "exit_code": code}, default=str, indent=2))
+        summary = json.dumps({**result.to_dict(), "exit_code": code}, default=str, indent=2)
+        click.echo(redact(summary, loaded.secrets))  # the error text may quote a URL
     elif not quiet or error is not None:
         click.echo(format_summary(result, loaded, context, code))
     if error is not None:
