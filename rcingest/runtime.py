@@ -19,11 +19,10 @@ log = logging.getLogger("rcingest")
 
 # user:password@ (or :password@) in any URL, e.g. postgresql://u:p@host/db or https://u:t@host/
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s:]*:[^/@\s]+@")
-# password=... (and token-like keys) in a query string or a libpq key=value string
+# password=..., token=..., key=... in a query string or a libpq key=value string.
+# No word boundary on purpose: x_token=, api_key= and the like are masked too.
 _QUERY_SECRETS = re.compile(
-    r"(?P<key>(?:^|[?&;\s])(?:password|passwd|pwd|token|access_token|api_token|secret)=)"
-    r"[^&;\s]+",
-    re.IGNORECASE,
+    r"(?P<key>(?:password|passwd|pwd|token|key|secret)=)[^&;#\s]+", re.IGNORECASE
 )
 
 

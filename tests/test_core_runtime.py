@@ -72,6 +72,9 @@ def test_redact_query_passwords_and_empty_user_credentials() -> None:
     )
     assert redact("postgresql://:s3cret@h/db") == "postgresql://***:***@h/db"
     assert redact("host=h password=pw dbname=x") == "host=h password=*** dbname=x"
+    assert (
+        redact("https://h/x?api_key=k1&x_token=t2#top") == "https://h/x?api_key=***&x_token=***#top"
+    )
     assert redact("https://api.bitbucket.org:443/2.0/repositories/a@b") == (
         "https://api.bitbucket.org:443/2.0/repositories/a@b"
     )

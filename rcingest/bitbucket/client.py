@@ -36,6 +36,7 @@ from rcingest.bitbucket.parse import error_message
 from rcingest.bitbucket.retry import BitbucketError, Retryable, retry_after_seconds, wait_gen
 from rcingest.errors import ConfigError
 from rcingest.interfaces import ComponentConfig, Stats
+from rcingest.runtime import redact
 
 __all__ = [
     "ANONYMOUS_REQUESTS_PER_HOUR",
@@ -61,7 +62,6 @@ Params = Mapping[str, str | int | list[str]]
 log = logging.getLogger("rcingest.bitbucket")
 
 _REPO_IN_PATH = re.compile(r"/repositories/([^/?#]+/[^/?#]+)")
-_SECRET_PARAM = re.compile(r"((?:access_token|token|key|secret|password)=)[^&#]*", re.IGNORECASE)
 
 
 class ClientConfig(ComponentConfig):
@@ -113,7 +113,7 @@ class BitbucketClient:
         if self.base.scheme not in ("http", "https") or not self.base.host:
             raise ConfigError(f"base_url: expected an http(s) URL, got {config.base_url!r}")
         self._authorization = auth_header(config.auth, self.logger)
-        self._secrets = sorted(auth_secrets(config.auth) | secrets, key=len, reverse=True)
+        self._secrets = auth_secrets(config.auth) | secrets
         self._session: aiohttp.ClientSession | None = None
         self._slots = asyncio.Semaphore(config.concurrency)
         #: No credentials against the real API: Bitbucket allows 60 requests/hour.
@@ -173,10 +173,9 @@ class BitbucketClient:
 
     def redact(self, text: str) -> str:
         """``text`` with every credential, URL user-info and token parameter masked."""
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        text = re.sub(r"(https?://)[^/@\s]+@", r"\1***@", text)
-        return _SECRET_PARAM.sub(r"\1***", text)
+        text = redact(text, self._secrets)
+        # A user name alone in an API URL is masked as well (runtime.redact keeps it).
+        return re.sub(r"(https?://)[^/@\s]+@", r"\1***@", text)
 
     def url_for(self, path_or_url: str, params: Params | None = None) -> URL:
         """An absolute URL under ``base_url`` (same scheme, host, port and path prefix)."""
