@@ -26,6 +26,7 @@ from rcingest.errors import ConfigError
 from rcingest.hookspecs import RegisterSource, hookimpl
 from rcingest.interfaces import RunContext, Source
 from rcingest.records import Checkpoint, Record, record_type
+from rcingest.runtime import redact
 from rcingest.webhooks.app import (
     BackfillSettings,
     Receiver,
@@ -101,7 +102,7 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
         secrets = set(context.secrets) | set(auth_secrets(config.auth))
         if config.secret:
             secrets.add(config.secret)
-        self._secrets = sorted(secrets, key=len, reverse=True)
+        self._secrets = frozenset(secrets)
         self.receiver = Receiver(
             settings=ReceiverSettings(
                 path=config.path,
@@ -123,9 +124,7 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
         self.bound_port: int | None = None
 
     def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return redact(text, self._secrets)
 
     async def __aenter__(self) -> BitbucketWebhookSource:
         cfg, log = self.config, self.receiver.logger
@@ -141,7 +140,7 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
                 max_commits=cfg.backfill_max_commits,
                 max_attempts=cfg.backfill_max_attempts,
                 retry_delay=cfg.backfill_retry_delay,
-                secrets=frozenset(self._secrets),
+                secrets=self._secrets,
             )
         elif cfg.backfill:
             log.warning(
