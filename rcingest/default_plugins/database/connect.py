@@ -70,6 +70,9 @@ def open_database(
         "busy_timeout": busy_timeout_ms,
         # 64 MB page cache: upserts into a filled database touch many index pages.
         "cache_size": -64000,
+        # When the WAL is rewound (checkpointer.py), cut its file back to 64 MB:
+        # a burst must not leave a gigabyte-sized WAL behind.
+        "journal_size_limit": 64 * 1024 * 1024,
     }
     # IMMEDIATE: take the write lock at BEGIN, so a second writer waits out the
     # busy timeout instead of failing on a read-to-write lock upgrade.

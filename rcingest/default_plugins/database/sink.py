@@ -187,10 +187,13 @@ class DatabaseSink(Sink[DatabaseConfig], StateStore):
         try:
             # The runs row keeps the status "running" while the run goes on, but
             # its counts follow every batch, in the batch's own transaction.
-            return write_rows(self.db, self.models, rows, after=self._after_batch())
+            n = write_rows(self.db, self.models, rows, after=self._after_batch())
         except BaseException:
             self._records, self._rows = before
             raise
+        if self._checkpointer is not None:
+            self._checkpointer.reset_if_offered(self.db.connection())  # type: ignore[no-untyped-call]
+        return n
 
     def _after_batch(self) -> Callable[[], None] | None:
         """The ``runs`` update to make in this batch's transaction, if any.
