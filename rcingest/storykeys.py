@@ -44,13 +44,17 @@ DEFAULT_IGNORE: tuple[str, ...] = (
 
 #: The documented order of origins (docs/story-keys.md): a key's origins are listed so.
 ORIGIN_ORDER: tuple[StoryKeyOrigin, ...] = ("message", "branch", "pr_title", "pr_branch")
-_RANK = {origin: i for i, origin in enumerate(ORIGIN_ORDER)}
 
 
 def ordered_origins(*groups: Iterable[StoryKeyOrigin]) -> tuple[StoryKeyOrigin, ...]:
     """The origins of ``groups`` united, without repeats, in :data:`ORIGIN_ORDER`."""
-    seen = {o for group in groups for o in group}
-    return tuple(sorted(seen, key=lambda o: _RANK.get(o, len(_RANK))))
+    seen = set().union(*groups)
+    # A filter over the four known origins beats a keyed sort (this runs per
+    # key per commit); an origin outside the list goes last, by name.
+    out = tuple(o for o in ORIGIN_ORDER if o in seen)
+    if len(out) != len(seen):
+        out += tuple(sorted(seen.difference(ORIGIN_ORDER)))
+    return out
 
 
 # A letter or digit of any script that glues onto a key (``caféREL-12`` and
@@ -135,6 +139,12 @@ def merge_story_keys(
     """
     if not found:
         return list(existing)
+    if not existing:
+        # The common case (a record enriched once): no positions to keep.
+        return [
+            StoryKey(key, (origins[0],) if len(origins) == 1 else ordered_origins(origins))
+            for key, origins in found.items()
+        ]
     merged: dict[str, tuple[StoryKeyOrigin, ...]] = {sk.key: sk.origins for sk in existing}
     for key, origins in found.items():
         have = merged.get(key, ())

@@ -162,6 +162,20 @@ def test_merge_lists_origins_in_the_documented_order() -> None:
     assert ORIGIN_ORDER == ("message", "branch", "pr_title", "pr_branch")
 
 
+def test_merge_into_nothing_orders_origins_too() -> None:
+    # The fast path (no keys yet) must give what the general path gives.
+    found = {"REL-1": ["pr_branch", "message"], "OPS-2": ["branch"]}
+    assert merge_story_keys([], found) == [
+        StoryKey("REL-1", ("message", "pr_branch")),
+        StoryKey("OPS-2", ("branch",)),
+    ]
+    # An origin outside the documented list (a plugin's own) goes last, by name.
+    odd = {"REL-1": ["zz_custom", "branch", "aa_custom"]}
+    assert merge_story_keys([], odd) == [  # type: ignore[arg-type]
+        StoryKey("REL-1", ("branch", "aa_custom", "zz_custom"))  # type: ignore[arg-type]
+    ]
+
+
 def _enricher(**config: object) -> StoryKeysEnricher:
     ctx = RunContext(
         run_id="t",
