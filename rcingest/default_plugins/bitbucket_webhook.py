@@ -196,7 +196,7 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
             return  # readiness probes are not deliveries
         self.metrics.write_latency.observe(time.monotonic() - sub.submitted)
         for name, n in Counter(record_type(r) for r in sub.records).items():
-            self.metrics.records_written.labels(name).inc(n)
+            self.metrics.written(name, n)
 
     async def reject(self, checkpoint: Checkpoint, error: BaseException) -> None:
         """A sink failed on the batch: the delivery's sender gets 503 and retries."""

@@ -8,6 +8,7 @@ daemon's series.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -80,10 +81,25 @@ class WebhookMetrics:
             "Backfill jobs waiting in the durable queue",
             registry=r,
         )
+        # Labelled children, looked up once: ``labels()`` takes a lock and
+        # builds a key on every call, which adds up on the request path.
+        self._deliveries: dict[tuple[str, str], Any] = {}
+        self._written: dict[str, Any] = {}
 
     def delivery(self, event: str, outcome: str) -> None:
         """Count one delivery; unknown event keys share one label value (bounded cardinality)."""
-        self.deliveries.labels(event if event in KNOWN_EVENTS else "other", outcome).inc()
+        key = (event if event in KNOWN_EVENTS else "other", outcome)
+        child = self._deliveries.get(key)
+        if child is None:
+            child = self._deliveries[key] = self.deliveries.labels(*key)
+        child.inc()
+
+    def written(self, record_type: str, n: int) -> None:
+        """Count ``n`` committed records of ``record_type``."""
+        child = self._written.get(record_type)
+        if child is None:
+            child = self._written[record_type] = self.records_written.labels(record_type)
+        child.inc(n)
 
     def track_queue(self, depth: Callable[[], int]) -> None:
         """Read the queue depth from ``depth`` at every scrape."""
