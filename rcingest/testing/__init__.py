@@ -1,4 +1,4 @@
-"""Test helpers for rcingest and its plugins: a fake Bitbucket Cloud API.
+"""Test helpers for rcingest and its plugins.
 
 ``FakeBitbucket`` serves deterministically generated workspaces on
 127.0.0.1 (port 0) with injectable faults; tests, ``rcingest demo`` and the
@@ -6,8 +6,34 @@ benchmark all use it::
 
     async with FakeBitbucket(GenSpec(repositories=2)) as fake:
         ...  # point a bitbucket_rest source at fake.base_url
+
+The contract checks (``contracts.py``) let a plugin's own tests prove that a
+sink, source or enricher honours what the runner relies on::
+
+    await check_sink_contract(lambda ctx: MySink(MySink.Config(), ctx), tmp_path=tmp_path)
 """
 
+from rcingest.testing.contracts import (
+    CONTRACT_SECRET,
+    check_enricher_contract,
+    check_sink_contract,
+    check_source_contract,
+    make_test_context,
+    record_key,
+    sample_records,
+)
 from rcingest.testing.fake_bitbucket import FakeBitbucket, FakeData, Faults, GenSpec
 
-__all__ = ["FakeBitbucket", "FakeData", "Faults", "GenSpec"]
+__all__ = [
+    "CONTRACT_SECRET",
+    "FakeBitbucket",
+    "FakeData",
+    "Faults",
+    "GenSpec",
+    "check_enricher_contract",
+    "check_sink_contract",
+    "check_source_contract",
+    "make_test_context",
+    "record_key",
+    "sample_records",
+]
