@@ -8,7 +8,10 @@ one ``[project.entry-points.rcingest]`` line, and a ``register_sinks`` hook.
         config: {path: out/records.jsonl}   # or "-" for stdout
 
 Lines are the tagged encoding of ``rcingest.records`` (``{"type": "commit", ...}``),
-so ``rcingest``'s ``records_file`` source can replay them. Each run appends.
+so ``rcingest``'s ``records_file`` source can replay them. Each run appends,
+and a batch the runner replays after a crash is appended again (an
+at-least-once log: deduplicate by key when reading). Secret values the run
+knows (``context.secrets``) are written as ``***``, as rcingest's own sinks do.
 """
 
 from __future__ import annotations
@@ -41,6 +44,13 @@ class JsonlSink(rcingest.Sink[JsonlConfig]):
         super().__init__(config, context)
         self._encoder = msgspec.json.Encoder()
         self._fh: IO[bytes] | None = None
+        # Each secret as it appears inside a JSON string (escaped), longest
+        # first so a secret containing another is masked whole.
+        self._secrets = [
+            msgspec.json.encode(s)[1:-1]
+            for s in sorted(context.secrets, key=len, reverse=True)
+            if s
+        ]
 
     async def __aenter__(self) -> JsonlSink:
         if self.config.path == "-":
@@ -69,7 +79,11 @@ class JsonlSink(rcingest.Sink[JsonlConfig]):
         for record in batch.records:
             self._encoder.encode_into(record, buf, -1)
             buf += b"\n"
-        self._fh.write(bytes(buf))
+        data = bytes(buf)
+        for secret in self._secrets:
+            if secret in data:
+                data = data.replace(secret, b"***")
+        self._fh.write(data)
 
     async def flush(self) -> None:
         assert self._fh is not None

@@ -7,22 +7,20 @@ benchmark all use it::
     async with FakeBitbucket(GenSpec(repositories=2)) as fake:
         ...  # point a bitbucket_rest source at fake.base_url
 
-The contract checks (``contracts.py``) let a plugin's own tests prove that a
-sink, source or enricher honours what the runner relies on::
+The contract checks (``contracts.py``, over the data of ``samples.py``) let a
+plugin's own tests prove that a sink, source or enricher honours what the
+runner relies on::
 
     await check_sink_contract(lambda ctx: MySink(MySink.Config(), ctx), tmp_path=tmp_path)
 """
 
 from rcingest.testing.contracts import (
-    CONTRACT_SECRET,
     check_enricher_contract,
     check_sink_contract,
     check_source_contract,
-    make_test_context,
-    record_key,
-    sample_records,
 )
 from rcingest.testing.fake_bitbucket import FakeBitbucket, FakeData, Faults, GenSpec
+from rcingest.testing.samples import CONTRACT_SECRET, make_test_context, record_key, sample_records
 
 __all__ = [
     "CONTRACT_SECRET",

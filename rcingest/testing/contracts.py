@@ -21,7 +21,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import msgspec
 
@@ -38,13 +37,16 @@ from rcingest.interfaces import (
 from rcingest.records import (
     Checkpoint,
     Commit,
-    FileChange,
     PullRequest,
-    PullRequestRef,
     Record,
     Repository,
-    StoryKey,
     WebhookDelivery,
+)
+from rcingest.testing.samples import (
+    CONTRACT_SECRET,
+    make_test_context,
+    record_key,
+    sample_records,
 )
 
 __all__ = [
@@ -57,10 +59,6 @@ __all__ = [
     "sample_records",
 ]
 
-#: A secret value the sink check puts in ``context.secrets`` and in one commit
-#: message: what a sink stores must never contain it (writing-plugins.md).
-CONTRACT_SECRET = "s3cr3t-contract-token-9f2c"  # noqa: S105 (a fake, public on purpose)
-ZONE = ZoneInfo("America/Phoenix")
 #: No single call of a well-behaved component takes this long on a test machine;
 #: a hang becomes a named failure instead of a stuck test run.
 CALL_TIMEOUT = 30.0
@@ -70,97 +68,6 @@ _decode_record = msgspec.json.Decoder(Record).decode
 SinkFactory = Callable[[RunContext], Sink[Any]]
 SourceFactory = Callable[[RunContext], Source[Any]]
 ReadBack = Callable[[], Iterable[Record | str] | Awaitable[Iterable[Record | str]]]
-
-
-def make_test_context(tmp_path: Path, **overrides: Any) -> RunContext:
-    """A ``RunContext`` like the CLI builds for a scan (``mode="run"``, America/Phoenix)."""
-    values: dict[str, Any] = {
-        "run_id": "contract-run-1",
-        "pipeline_name": "contract",
-        "timezone": ZONE,
-        "started_at": datetime.now(ZONE),
-        "base_dir": Path(tmp_path),
-        "source_id": "contract:source",
-        "mode": "run",
-    }
-    values.update(overrides)
-    return RunContext(**values)
-
-
-def sample_records() -> list[Record]:
-    """One of each record type, with the shapes sinks get wrong (renames, ``files=None``...).
-
-    Deterministic: the same values every call, fresh objects every call.
-    """
-    t0 = datetime(2026, 11, 20, 10, 0, tzinfo=ZONE)
-    main, fix, merge = "a1" * 20, "b2" * 20, "c3" * 20
-    ref = PullRequestRef(7, "REL-12 Fix the café parser", "feature/REL-12-parser")
-    ada: dict[str, Any] = {"repository": "acme/api", "author_raw": "Ada L. <ada@example.com>"}
-    files = [
-        FileChange("src/api/ingest.py", "added", None, 120, 0),
-        FileChange("src/api/old.py", "removed", None, 0, 40),
-        FileChange("src/api/routes.py", "modified", None, 5, 2),
-        FileChange("docs/ingest.md", "renamed", "docs/INGEST.md", 1, 1),
-    ]
-    return [
-        Repository(full_name="acme/api", workspace="acme", name="API", is_private=True),
-        Commit(
-            **ada,
-            hash=main,
-            date=t0,
-            branches=["main", "release/2026.11"],
-            author_name="Ada L.",
-            author_account_id="557058:ada",
-            message="REL-11 Add the ingest endpoint\n\nUnicode body: naïve — 日本語",
-            parents=["0f" * 20],
-            files=files,
-            story_keys=[StoryKey("REL-11", ("message",))],
-        ),
-        Commit(
-            **ada,
-            hash=fix,
-            date=t0.replace(hour=11),
-            branches=[ref.source_branch],
-            # The sink check lists this value in context.secrets: it must be masked.
-            message=f"REL-12 parser fix (leaked token={CONTRACT_SECRET})",
-            parents=[main],
-            files=None,  # not fetched: a webhook push, or diffstat switched off
-            pull_requests=[ref],
-            story_keys=[StoryKey("REL-12", ("message", "branch", "pr_title", "pr_branch"))],
-        ),
-        # Fetched, and really touching no file.
-        Commit(**ada, hash=merge, date=t0.replace(hour=12), parents=[main, fix], files=[]),
-        PullRequest(
-            id=ref.id,
-            repository="acme/api",
-            title=ref.title,
-            state="MERGED",
-            source_branch=ref.source_branch,
-            destination_branch="main",
-            created_on=t0.replace(hour=11, minute=5),
-            updated_on=t0.replace(hour=12),
-            merge_commit=merge,
-            commit_hashes=[fix],
-            story_keys=[StoryKey("REL-12", ("pr_title", "pr_branch"))],
-        ),
-        WebhookDelivery(
-            request_uuid="6d1e3f5a-0000-4000-8000-000000000001",
-            event="repo:push",
-            received_at=t0.replace(hour=12, minute=1),
-            repository="acme/api",
-        ),
-    ]
-
-
-def record_key(record: Record) -> str:
-    """The identity of a record, as a sink that de-duplicates sees it."""
-    if isinstance(record, Commit):
-        return f"commit {record.repository}@{record.hash}"
-    if isinstance(record, PullRequest):
-        return f"pull_request {record.repository}#{record.id}"
-    if isinstance(record, Repository):
-        return f"repository {record.full_name}"
-    return f"webhook_delivery {record.request_uuid}"
 
 
 def _describe(record: Record) -> str:

@@ -12,7 +12,7 @@ from rcingest_jsonl import JsonlConfig, JsonlSink
 from rcingest.cli import cli
 from rcingest.plugins import Registry, describe_plugins, make_plugin_manager
 from rcingest.records import Record
-from rcingest.testing import check_sink_contract, sample_records
+from rcingest.testing import CONTRACT_SECRET, check_sink_contract, sample_records
 
 
 def test_installed_and_listed() -> None:
@@ -61,6 +61,14 @@ async def test_honours_the_sink_contract(tmp_path: Path) -> None:
         lambda ctx: JsonlSink(JsonlConfig(path=str(out), fsync=True), ctx), tmp_path=tmp_path
     )
     # Lines are an append-only log: the replay the contract makes is there twice, and
-    # each line decodes back into the record written (the records_file source relies on it).
-    lines = out.read_bytes().splitlines()
-    assert [msgspec.json.decode(line, type=Record) for line in lines] == sample_records() * 2
+    # each line decodes back into the record written (the records_file source relies on
+    # it), with the run's secret masked.
+    data = out.read_bytes()
+    assert CONTRACT_SECRET.encode() not in data
+    expected = [
+        msgspec.json.decode(
+            msgspec.json.encode(r).replace(CONTRACT_SECRET.encode(), b"***"), type=Record
+        )
+        for r in sample_records()
+    ]
+    assert [msgspec.json.decode(line, type=Record) for line in data.splitlines()] == expected * 2
