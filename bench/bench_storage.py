@@ -91,8 +91,10 @@ CREATE TABLE commits (hash TEXT PRIMARY KEY, repository TEXT, author_raw TEXT, a
   author_account_id TEXT, committed_at TEXT, message TEXT, parents TEXT, files_known INT,
   first_seen_at TEXT, last_seen_at TEXT);
 CREATE INDEX c1 ON commits(repository, committed_at); CREATE INDEX c2 ON commits(committed_at);
-CREATE TABLE commit_branches (commit_hash TEXT, branch TEXT, first_seen_at TEXT,
-  PRIMARY KEY (commit_hash, branch));
+CREATE TABLE commit_repositories (commit_hash TEXT, repository TEXT, first_seen_at TEXT,
+  last_seen_at TEXT, PRIMARY KEY (commit_hash, repository));
+CREATE TABLE commit_branches (commit_hash TEXT, repository TEXT, branch TEXT, first_seen_at TEXT,
+  PRIMARY KEY (commit_hash, repository, branch));
 CREATE TABLE commit_files (commit_hash TEXT, path TEXT, old_path TEXT, status TEXT,
   lines_added INT, lines_removed INT, PRIMARY KEY (commit_hash, path));
 CREATE INDEX f1 ON commit_files(path);
@@ -130,8 +132,13 @@ def raw_pass(path: Path, batches: list[Batch]) -> float:
             ],
         )
         con.executemany(
-            "INSERT OR IGNORE INTO commit_branches VALUES (?,?,?)",
-            [(r[0], r[1], str(r[2])) for r in rows.commit_branches.values()],
+            "INSERT INTO commit_repositories VALUES (?,?,?,?) ON CONFLICT(commit_hash, repository) "
+            "DO UPDATE SET last_seen_at=excluded.last_seen_at",
+            [(r[0], r[1], str(r[2]), str(r[3])) for r in rows.commit_repositories.values()],
+        )
+        con.executemany(
+            "INSERT OR IGNORE INTO commit_branches VALUES (?,?,?,?)",
+            [(r[0], r[1], r[2], str(r[3])) for r in rows.commit_branches.values()],
         )
         con.executemany(
             "INSERT INTO commit_files VALUES (?,?,?,?,?,?) ON CONFLICT(commit_hash, path) "

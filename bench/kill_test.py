@@ -104,7 +104,8 @@ def check(db: Path, acked: set[str], count: int) -> list[str]:
         for table, key in (
             ("deliveries", "request_uuid"),
             ("commits", "hash"),
-            ("commit_branches", "commit_hash, branch"),
+            ("commit_branches", "commit_hash, repository, branch"),
+            ("commit_repositories", "commit_hash, repository"),
             ("story_keys", "commit_hash, key, origin"),
         ):
             dup = conn.execute(

@@ -39,6 +39,7 @@ T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 TABLES = [
     "repositories",
     "commits",
+    "commit_repositories",
     "commit_branches",
     "commit_files",
     "story_keys",
@@ -147,6 +148,7 @@ async def test_replay_changes_only_last_seen_at(database_spec: str, tmp_path: Pa
     assert {t: len(r) for t, r in second.items()} == {
         "repositories": 1,
         "commits": 2,
+        "commit_repositories": 2,
         "commit_branches": 2,
         "commit_files": 2,
         "story_keys": 2,
@@ -159,7 +161,7 @@ async def test_replay_changes_only_last_seen_at(database_spec: str, tmp_path: Pa
     assert without(second, "last_seen_at", "updated_at") == without(
         first, "last_seen_at", "updated_at"
     )
-    for table in ("commits", "repositories", "pull_requests"):
+    for table in ("commits", "commit_repositories", "repositories", "pull_requests"):
         for old, new in zip(first[table], second[table], strict=True):
             assert new["first_seen_at"] == old["first_seen_at"]
             assert new["last_seen_at"] > old["last_seen_at"]
@@ -370,7 +372,7 @@ async def test_runs_row_from_enter_to_exit(database_spec: str, tmp_path: Path) -
         datetime(2026, 11, 20, 8, 0),
         datetime(2026, 11, 20, 12, 0),
     )
-    assert json.loads(row["counts"]) == {"commit": 2, "pull_request": 1, "rows": 13}
+    assert json.loads(row["counts"]) == {"commit": 2, "pull_request": 1, "rows": 15}
     assert (row["pipeline"], row["source_id"], row["mode"], row["git_sha"]) == (
         "test",
         "test:src",
@@ -416,20 +418,80 @@ async def test_version_0_database_is_upgraded_in_place(
     _execute(database_spec, V0_SQL)
     caplog.set_level(logging.INFO, logger="rcingest")
     await write_run(database_spec, tmp_path, [Batch([commit(1)])])
-    assert "schema upgraded from version 0 to 1" in caplog.text
+    assert f"schema upgraded from version 0 to {CURRENT_VERSION}" in caplog.text
     rows = dump(database_spec)
     old = next(c for c in rows["commits"] if c["repository"] == "acme/old")
     assert old["author_raw"] == "Old <o@example.com>"
     assert old["committed_at"] == datetime(2025, 1, 2, 3, 4, 5)
     assert old["first_seen_at"] == old["last_seen_at"] == datetime(2025, 1, 3)
     assert len(rows["commits"]) == 2 and len(rows["commit_branches"]) == 2
+    assert ("a" * 40, "acme/old", "main") in {
+        (b["commit_hash"], b["repository"], b["branch"]) for b in rows["commit_branches"]
+    }
+    assert ("a" * 40, "acme/old") in {
+        (r["commit_hash"], r["repository"]) for r in rows["commit_repositories"]
+    }
     db, _ = open_database(database_spec)
     with db.connection_context():
         assert "seen_at" not in {c.name for c in db.get_columns("commits")}
-        assert db.execute_sql("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert db.execute_sql("SELECT version FROM schema_version").fetchall() == [
+            (CURRENT_VERSION,)
+        ]
     db.close()
     # Opening again is a no-op.
     await write_run(database_spec, tmp_path, [Batch([commit(1)])], "run-2")
+
+
+# Version 1, made from a fresh database: branches without a repository, no
+# commit_repositories (the statements run on SQLite and PostgreSQL alike).
+TO_V1_SQL = [
+    "DROP TABLE commit_repositories",
+    "DROP TABLE commit_branches",
+    "CREATE TABLE commit_branches (commit_hash TEXT NOT NULL, branch TEXT NOT NULL,"
+    " first_seen_at TIMESTAMP, PRIMARY KEY (commit_hash, branch))",
+    "INSERT INTO commit_branches VALUES ('" + f"{1:040x}" + "', 'main', '2026-11-20 12:00:00')",
+    "UPDATE schema_version SET version = 1",
+]
+
+
+async def test_version_1_database_gets_repositories_per_commit_and_branch(
+    database_spec: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Version 1 → 2 keeps every row; then a fork's copy of a commit is recorded beside it."""
+    await write_run(database_spec, tmp_path, [Batch([commit(1)])])
+    _execute(database_spec, TO_V1_SQL)
+    caplog.set_level(logging.INFO, logger="rcingest")
+    fork = commit(1, repository="ada/api-fork", branches=["main", "feature/REL-1"])
+    await write_run(database_spec, tmp_path, [Batch([fork])], "run-2")
+    assert "schema upgraded from version 1 to 2" in caplog.text
+    rows = dump(database_spec)
+    (c,) = rows["commits"]
+    assert c["repository"] == "acme/api"  # where it was first seen
+    assert sorted((r["repository"]) for r in rows["commit_repositories"]) == [
+        "acme/api",
+        "ada/api-fork",
+    ]
+    assert sorted((b["repository"], b["branch"]) for b in rows["commit_branches"]) == [
+        ("acme/api", "main"),
+        ("ada/api-fork", "feature/REL-1"),
+        ("ada/api-fork", "main"),
+    ]
+
+
+async def test_a_commit_in_two_repositories_is_listed_in_both(
+    database_spec: str, tmp_path: Path
+) -> None:
+    # Same hash, same branch name, two repositories (an upstream and its fork).
+    batch = Batch([commit(2), commit(2, repository="ada/api-fork")])
+    await write_run(database_spec, tmp_path, [batch])
+    await write_run(database_spec, tmp_path, [batch], "run-2")  # a replay adds nothing
+    rows = dump(database_spec)
+    assert len(rows["commits"]) == 1
+    assert sorted((b["repository"], b["branch"]) for b in rows["commit_branches"]) == [
+        ("acme/api", "main"),
+        ("ada/api-fork", "main"),
+    ]
+    assert len(rows["commit_repositories"]) == 2
 
 
 async def test_newer_schema_is_refused_untouched(database_spec: str, tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ class Models:
     schema_version: Any
     repositories: Any
     commits: Any
+    commit_repositories: Any
     commit_branches: Any
     commit_files: Any
     story_keys: Any
@@ -96,14 +97,27 @@ def make_models(db: peewee.Database) -> Models:
             table_name = "commits"
             indexes = ((("repository", "committed_at"), False), (("committed_at",), False))
 
+    # A commit can be in several repositories (a fork holds its upstream's
+    # commits): ``commits`` has one row per hash, these two say where.
+    class CommitRepository(Base):
+        commit_hash = TextField()
+        repository = TextField()
+        first_seen_at = DateTimeField()
+        last_seen_at = DateTimeField()
+
+        class Meta:
+            table_name = "commit_repositories"
+            primary_key = CompositeKey("commit_hash", "repository")
+
     class CommitBranch(Base):
         commit_hash = TextField()
+        repository = TextField()
         branch = TextField()
         first_seen_at = DateTimeField(null=True)
 
         class Meta:
             table_name = "commit_branches"
-            primary_key = CompositeKey("commit_hash", "branch")
+            primary_key = CompositeKey("commit_hash", "repository", "branch")
 
     class CommitFile(Base):
         commit_hash = TextField()
@@ -215,6 +229,7 @@ def make_models(db: peewee.Database) -> Models:
         schema_version=SchemaVersion,
         repositories=Repository,
         commits=Commit,
+        commit_repositories=CommitRepository,
         commit_branches=CommitBranch,
         commit_files=CommitFile,
         story_keys=StoryKeyRow,

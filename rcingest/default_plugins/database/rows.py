@@ -35,7 +35,8 @@ COMMIT_FIELDS = (
     "hash", "repository", "author_raw", "author_name", "author_account_id", "committed_at",
     "message", "parents", "files_known", "first_seen_at", "last_seen_at",
 )  # fmt: skip
-BRANCH_FIELDS = ("commit_hash", "branch", "first_seen_at")
+COMMIT_REPOSITORY_FIELDS = ("commit_hash", "repository", "first_seen_at", "last_seen_at")
+BRANCH_FIELDS = ("commit_hash", "repository", "branch", "first_seen_at")
 FILE_FIELDS = ("commit_hash", "path", "old_path", "status", "lines_added", "lines_removed")
 STORY_KEY_FIELDS = ("commit_hash", "key", "origin")
 PULL_REQUEST_FIELDS = (
@@ -72,7 +73,8 @@ class Rows:
     repositories: dict[str, Row] = field(default_factory=dict)
     implied_repositories: dict[str, Row] = field(default_factory=dict)
     commits: dict[str, Row] = field(default_factory=dict)
-    commit_branches: dict[tuple[str, str], Row] = field(default_factory=dict)
+    commit_repositories: dict[tuple[str, str], Row] = field(default_factory=dict)
+    commit_branches: dict[tuple[str, str, str], Row] = field(default_factory=dict)
     commit_files: dict[tuple[str, str], Row] = field(default_factory=dict)
     story_keys: dict[Row, Row] = field(default_factory=dict)
     pull_requests: dict[tuple[str, int], Row] = field(default_factory=dict)
@@ -103,8 +105,9 @@ def _commit(rows: Rows, c: Commit, now: datetime) -> None:
         c.hash, c.repository, c.author_raw, c.author_name, c.author_account_id,
         utc(c.date), c.message, " ".join(c.parents), known, now, now,
     )  # fmt: skip
+    rows.commit_repositories[(c.hash, c.repository)] = (c.hash, c.repository, now, now)
     for branch in c.branches:
-        rows.commit_branches[(c.hash, branch)] = (c.hash, branch, now)
+        rows.commit_branches[(c.hash, c.repository, branch)] = (c.hash, c.repository, branch, now)
     for f in c.files or ():
         rows.commit_files[(c.hash, f.path)] = (
             c.hash, f.path, f.old_path, f.status, f.lines_added, f.lines_removed,
@@ -194,7 +197,8 @@ def build_rows(
 #: The tables whose rows are scrubbed (all but ``cursors``: a source's own
 #: resume state, which must come back exactly as it was saved).
 _SCRUBBED = (
-    "repositories", "implied_repositories", "commits", "commit_branches", "commit_files",
+    "repositories", "implied_repositories", "commits", "commit_repositories", "commit_branches",
+    "commit_files",
     "story_keys", "pull_requests", "pull_request_commits", "pull_request_story_keys",
     "deliveries",
 )  # fmt: skip

@@ -10,7 +10,10 @@ daemons starting together do not race):
 
 Version 0 is the prototype layout (``commits`` without ``schema_version``:
 ``author`` and ``date`` columns, one ``seen_at``); version 1 is the first
-documented schema. Add a step here, never edit one that has shipped.
+documented schema; version 2 records every repository a commit is in
+(``commit_repositories``) and which repository each branch belongs to
+(``commit_branches.repository``), since a fork holds its upstream's commits.
+Add a step here, never edit one that has shipped.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from rcingest.errors import RunFailed
 
 __all__ = ["CURRENT_VERSION", "MIGRATIONS", "SchemaError", "ensure_schema", "read_version"]
 
-CURRENT_VERSION = 1
+CURRENT_VERSION = 2
 # Any fixed 64-bit number: the key of the PostgreSQL advisory lock that
 # serialises schema creation and upgrades between processes.
 _PG_LOCK_KEY = 0x7263696E67657374  # "rcingest"
@@ -87,8 +90,51 @@ def _upgrade_0_to_1(db: peewee.Database, models: Models) -> None:
     db.create_tables(models.all(), safe=True)
 
 
+def _upgrade_1_to_2(db: peewee.Database, models: Models) -> None:
+    """Version 1 → 2: branches belong to a repository; ``commit_repositories`` lists them all.
+
+    Existing rows get the only repository version 1 knew for a commit,
+    ``commits.repository`` (the first one it was seen in).
+    """
+    if "repository" not in {c.name for c in db.get_columns("commit_branches")}:
+        if isinstance(db, peewee.PostgresqlDatabase):
+            _sql(db, "ALTER TABLE commit_branches ADD COLUMN repository TEXT NOT NULL DEFAULT ''")
+            _sql(
+                db,
+                "UPDATE commit_branches b SET repository = c.repository "
+                "FROM commits c WHERE c.hash = b.commit_hash",
+            )
+            _sql(db, "ALTER TABLE commit_branches ALTER COLUMN repository DROP DEFAULT")
+            _sql(db, "ALTER TABLE commit_branches DROP CONSTRAINT commit_branches_pkey")
+            _sql(
+                db, "ALTER TABLE commit_branches ADD PRIMARY KEY (commit_hash, repository, branch)"
+            )
+        else:
+            # SQLite cannot change a primary key in place: copy into a new table.
+            _sql(db, "ALTER TABLE commit_branches RENAME TO commit_branches_v1")
+            db.create_tables([models.commit_branches])
+            _sql(
+                db,
+                "INSERT INTO commit_branches (commit_hash, repository, branch, first_seen_at) "
+                "SELECT b.commit_hash, COALESCE(c.repository, ''), b.branch, b.first_seen_at "
+                "FROM commit_branches_v1 b LEFT JOIN commits c ON c.hash = b.commit_hash",
+            )
+            _sql(db, "DROP TABLE commit_branches_v1")
+    db.create_tables([models.commit_repositories], safe=True)
+    _sql(
+        db,
+        "INSERT INTO commit_repositories (commit_hash, repository, first_seen_at, last_seen_at) "
+        "SELECT hash, repository, first_seen_at, last_seen_at FROM commits c WHERE NOT EXISTS "
+        "(SELECT 1 FROM commit_repositories r "
+        "WHERE r.commit_hash = c.hash AND r.repository = c.repository)",
+    )
+
+
 #: Upgrade steps: ``MIGRATIONS[n]`` takes a database from version ``n - 1`` to ``n``.
-MIGRATIONS: dict[int, Callable[[peewee.Database, Models], None]] = {1: _upgrade_0_to_1}
+MIGRATIONS: dict[int, Callable[[peewee.Database, Models], None]] = {
+    1: _upgrade_0_to_1,
+    2: _upgrade_1_to_2,
+}
 
 
 def ensure_schema(db: peewee.Database, models: Models, where: str) -> tuple[int | None, int]:

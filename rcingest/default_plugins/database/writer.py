@@ -186,6 +186,14 @@ def write_rows(
                 },
             ),
         )
+        cr = m.commit_repositories
+        _insert(
+            db,
+            cr,
+            r.COMMIT_REPOSITORY_FIELDS,
+            rows.commit_repositories.values(),
+            ([cr.commit_hash, cr.repository], {cr.last_seen_at: EXCLUDED.last_seen_at}),
+        )
         _insert(db, m.commit_branches, r.BRANCH_FIELDS, rows.commit_branches.values(), None)
         f = m.commit_files
         _insert(
