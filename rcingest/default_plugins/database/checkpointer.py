@@ -30,7 +30,7 @@ import time
 
 log = logging.getLogger("rcingest.database")
 
-#: WAL size (in pages, 4 KB each) past which the writer resets the WAL: 64 MB.
+#: WAL size (in pages, 4 KB each) past which the writer resets the WAL: 256 MB.
 RESET_FRAMES = 65_536
 
 

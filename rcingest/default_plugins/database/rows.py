@@ -198,9 +198,8 @@ def build_rows(
 #: resume state, which must come back exactly as it was saved).
 _SCRUBBED = (
     "repositories", "implied_repositories", "commits", "commit_repositories", "commit_branches",
-    "commit_files",
-    "story_keys", "pull_requests", "pull_request_commits", "pull_request_story_keys",
-    "deliveries",
+    "commit_files", "story_keys", "pull_requests", "pull_request_commits",
+    "pull_request_story_keys", "deliveries",
 )  # fmt: skip
 
 
