@@ -366,6 +366,26 @@ async def test_a_commit_seen_again_is_merged_not_replaced(
         assert cont["counts"]["files"] == 4
 
 
+async def test_a_forks_copy_of_a_commit_is_its_own_summary(tmp_path: Path) -> None:
+    """Same hash in an upstream and its fork: one summary each, counted once."""
+    ctx = context(tmp_path)
+    sink = JsonArtifactSink(JsonArtifactConfig(artifacts_dir=str(tmp_path / "a")), ctx)
+    upstream = commit(1, branches=["main"])
+    fork = commit(1, repository="ada/api-fork", branches=["main", "feature/REL-1"], files=None)
+    async with sink:
+        await sink.write(Batch([upstream, fork]))
+        ctx.status = "succeeded"
+    (path,) = sink.written
+    data = validate(path)
+    assert [(p["repository"], p["branches"]) for p in data["payload"]] == [
+        (upstream.repository, ["main"]),
+        ("ada/api-fork", ["main", "feature/REL-1"]),
+    ]
+    assert data["counts"]["commits"] == 1
+    assert data["counts"]["files"] == 2  # the commit's files, once
+    assert data["counts"]["repositories"] == 2
+
+
 async def test_serve_mode_rolls_on_the_hour_without_traffic(tmp_path: Path) -> None:
     ctx = context(tmp_path, mode="serve")
     clock = Clock(T0 + timedelta(minutes=30))

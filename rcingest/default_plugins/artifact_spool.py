@@ -71,8 +71,10 @@ class Period:
         self.window = window
         self.spool: IO[bytes] = tempfile.TemporaryFile(prefix="rcingest-artifact-")
         self.lines = 0
-        # hash -> (line number, byte offset of the line or -1, files changed)
-        self.latest: dict[str, tuple[int, int, int | None]] = {}
+        # (repository, hash) -> (line number, byte offset of the line or -1, files
+        # changed). Per repository: a fork's copy of a commit is its own summary,
+        # with the fork's branches, as in the database's commit_branches.
+        self.latest: dict[tuple[str, str], tuple[int, int, int | None]] = {}
         self.superseded: set[int] = set()
         self.repositories: set[str] = set()
         self.keys: set[str] = set()
@@ -97,7 +99,8 @@ class Period:
         commit first pushed to a feature branch) adds to what is known and
         never erases it. The merged summary takes the later position.
         """
-        previous = self.latest.get(summary.hash)
+        key = (summary.repository, summary.hash)
+        previous = self.latest.get(key)
         files_changed = summary.files_changed
         if previous is not None:
             if previous[1] >= 0:
@@ -111,7 +114,7 @@ class Period:
             offset = self.spool.tell()
             self.spool.write(_encode(summary) + b"\n")
             self.lines += 1
-        self.latest[summary.hash] = (index, offset, files_changed)
+        self.latest[key] = (index, offset, files_changed)
         self.repositories.add(summary.repository)
         self.keys.update(k.key for k in summary.story_keys)
 
@@ -130,11 +133,16 @@ class Period:
 
     def counts(self, stats: dict[str, int]) -> ArtifactCounts:
         """The counts of this period, given the run's current stats."""
-        files = sum(n or 0 for _line, _offset, n in self.latest.values())
+        # Counted per commit, not per repository holding it.
+        changed: dict[str, int | None] = {}
+        for (_repository, commit_hash), (_line, _offset, n) in self.latest.items():
+            if changed.get(commit_hash) is None:
+                changed[commit_hash] = n
+        files = sum(n or 0 for n in changed.values())
         return ArtifactCounts(
             # A continued hour knows only the old number of repositories.
             repositories=max(len(self.repositories), self.base.get("repositories", 0)),
-            commits=len(self.latest),
+            commits=len(changed),
             files=files,
             keys=len(self.keys),
             pull_requests=len(self.pull_requests) + self.base.get("pull_requests", 0),
