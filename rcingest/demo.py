@@ -60,7 +60,8 @@ def demo_pipeline(base_url: str, folder: Path, branches: list[str], hours: float
 
 
 def _table_counts(db: Path) -> dict[str, int]:
-    tables = ["repositories", "commits", "commit_branches", "commit_files", "story_keys"]
+    tables = ["repositories", "commits", "commit_repositories", "commit_branches"]
+    tables += ["commit_files", "story_keys"]
     tables += ["pull_requests", "pull_request_commits"]
     counts: dict[str, int] = {}
     if not db.exists():
