@@ -61,6 +61,9 @@ class PullRequestRef(msgspec.Struct, frozen=True):
     id: int
     title: str
     source_branch: str
+    #: The pull request's repository when it is not the commit's: a commit of
+    #: a pull request from a fork is in the fork, the pull request is not.
+    repository: str | None = None
 
 
 class Repository(msgspec.Struct, tag="repository", kw_only=True):

@@ -216,6 +216,31 @@ async def test_pull_request_commits_get_pr_title_keys(tmp_path: Path) -> None:
     assert {h for (h,) in keyed} == set(pr.commits)
 
 
+async def test_pull_request_from_a_fork_puts_its_commits_in_the_fork(tmp_path: Path) -> None:
+    """The commits of a pull request from a fork are on the fork's branch until merged."""
+    data = FakeData(GenSpec(repositories=1, branches=2, commits=30))
+    pr = data.repos[REPO].pull_requests[0]
+    body = json.loads(pr_payload(data, pr.id))
+    fork = "ada/" + REPO.split("/")[1] + "-fork"
+    body["pullrequest"]["source"]["repository"] = {"full_name": fork}
+    async with FakeBitbucket(data, expected_auth=f"Bearer {TOKEN}") as fake:
+        async with daemon(tmp_path, fake.base_url) as (_runner, url):
+            raw = json.dumps(body).encode()
+            assert await post(url, raw, "pullrequest:created", "pr-fork-1") == 200
+            db = tmp_path / "commits.db"
+            await wait_for(
+                lambda: (
+                    rows(db, "SELECT COUNT(*) FROM pull_request_commits")[0][0] == len(pr.commits)
+                )
+            )
+    assert set(rows(db, "SELECT DISTINCT repository, branch FROM commit_branches")) == {
+        (fork, pr.source_branch)
+    }
+    assert {r for (r,) in rows(db, "SELECT DISTINCT repository FROM commit_repositories")} == {fork}
+    # The pull request itself belongs to the repository it targets.
+    assert rows(db, "SELECT repository FROM pull_requests") == [(REPO,)]
+
+
 async def test_backfill_survives_a_restart(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -78,11 +78,17 @@ class BranchName(msgspec.Struct):
     name: str = ""
 
 
+class RepositoryName(msgspec.Struct):
+    full_name: str = ""
+
+
 class Endpoint(msgspec.Struct):
     """``source``/``destination`` of a pull request."""
 
     branch: BranchName = msgspec.field(default_factory=BranchName)
     commit: HashRef | None = None
+    #: The repository of the branch: a fork for a pull request from a fork.
+    repository: RepositoryName | None = None
 
 
 class PullRequest(msgspec.Struct):

@@ -190,9 +190,11 @@ async def fetch_job(client: BitbucketClient, job: BackfillJob, max_commits: int)
         return []
     out: list[Commit] = []
     listing = client.pullrequest_commits(job.repository, pr.id)
+    # A PR's commits are on its source branch until merged, and that branch
+    # is in the source repository: a fork's, for a pull request from a fork.
+    source = job.source_repository or job.repository
     async for value in listing:
-        # A PR's commits are on its source branch until merged.
-        commit = commit_from_api(value, job.repository, [pr.source_branch])
+        commit = commit_from_api(value, source, [pr.source_branch])
         out.append(commit_with_pull_request(commit, pr))
         if len(out) >= max_commits:
             break

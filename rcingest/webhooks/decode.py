@@ -246,6 +246,9 @@ class BackfillJob(msgspec.Struct, frozen=True, kw_only=True):
     exclude: list[str] = []
     branch: str | None = None
     pull_request: PullRequest | None = None
+    #: ``pr_commits``: the repository of the source branch (a fork's, for a
+    #: pull request from a fork); None when it is ``repository``.
+    source_repository: str | None = None
 
 
 class Decoded(msgspec.Struct, kw_only=True):
@@ -332,11 +335,13 @@ def _decode_pr(body: bytes, headers: DeliveryHeaders, delivery: WebhookDelivery)
     _check_moment(headers.event, "updated_on", pr.updated_on)
     # merge_commit keeps the 12-character abbreviation of webhook payloads (§0.8).
     record = pull_request_from_api(pr, repo, [])
+    source = pr.source.repository.full_name if pr.source.repository else ""
     job = BackfillJob(
         kind="pr_commits",
         repository=repo,
         key=f"pr:{repo}:{pr.id}:{pr.updated_on.isoformat()}",
         pull_request=record,
+        source_repository=source if source and source != repo else None,
     )
     delivery.repository = repo
     delivery.content_key = (
@@ -380,7 +385,12 @@ def decode(headers: Mapping[str, str], body: bytes, *, received_at: datetime) ->
 
 def commit_with_pull_request(commit: Commit, pr: PullRequest) -> Commit:
     """``commit`` carrying a reference to ``pr``, so PR-title keys reach it."""
-    ref = PullRequestRef(id=pr.id, title=pr.title, source_branch=pr.source_branch)
-    if any(r.id == ref.id for r in commit.pull_requests):
+    ref = PullRequestRef(
+        id=pr.id,
+        title=pr.title,
+        source_branch=pr.source_branch,
+        repository=pr.repository if pr.repository != commit.repository else None,
+    )
+    if any(r.id == ref.id and r.repository == ref.repository for r in commit.pull_requests):
         return commit
     return msgspec.structs.replace(commit, pull_requests=[*commit.pull_requests, ref])

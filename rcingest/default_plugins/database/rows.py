@@ -117,7 +117,7 @@ def _commit(rows: Rows, c: Commit, now: datetime) -> None:
             row: Row = (c.hash, sk.key, origin)
             rows.story_keys[row] = row
     for pr in c.pull_requests:
-        row = (c.repository, pr.id, c.hash)
+        row = (pr.repository or c.repository, pr.id, c.hash)
         rows.pull_request_commits[row] = row
     _imply_repository(rows, c.repository, now)
 
