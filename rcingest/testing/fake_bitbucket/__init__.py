@@ -13,8 +13,9 @@ from types import TracebackType
 
 from aiohttp import web
 
-from rcingest.testing.fake_bitbucket.app import COUNTERS, Counters, Faults, make_app
+from rcingest.testing.fake_bitbucket.app import make_app
 from rcingest.testing.fake_bitbucket.data import FakeData, GenSpec
+from rcingest.testing.fake_bitbucket.faults import COUNTERS, Counters, Faults
 
 __all__ = ["FakeBitbucket", "FakeData", "Faults", "GenSpec"]
 
