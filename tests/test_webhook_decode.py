@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -243,6 +244,25 @@ def test_no_backfill_for_a_repository_name_unfit_for_an_api_path() -> None:
     pr = body("webhook_pullrequest-created_go-scm-2018.json")
     evil_pr = pr.replace(b'"full_name": "brydzewski/foo"', b'"full_name": "brydzewski/.."')
     assert decode(headers("pullrequest:created"), evil_pr, received_at=NOW).jobs == []
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        (None, None),  # the fixture: source and target are the same repository
+        ("ada/foo-fork", "ada/foo-fork"),
+        ("ada/..", None),  # not a plain workspace/slug: the target's is assumed
+        ("ada/foo\nfork", None),
+    ],
+)
+def test_pull_request_source_repository(source: str | None, expected: str | None) -> None:
+    data = json.loads(body("webhook_pullrequest-created_go-scm-2018.json"))
+    if source is not None:
+        data["pullrequest"]["source"]["repository"]["full_name"] = source
+    d = decode(headers("pullrequest:created"), json.dumps(data).encode(), received_at=NOW)
+    (job,) = d.jobs
+    assert job.repository == "brydzewski/foo"
+    assert job.source_repository == expected
 
 
 @pytest.mark.parametrize(

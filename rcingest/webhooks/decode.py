@@ -341,7 +341,8 @@ def _decode_pr(body: bytes, headers: DeliveryHeaders, delivery: WebhookDelivery)
         repository=repo,
         key=f"pr:{repo}:{pr.id}:{pr.updated_on.isoformat()}",
         pull_request=record,
-        source_repository=source if source and source != repo else None,
+        # Only a plain workspace/slug is believed; anything else: the target's.
+        source_repository=source if source != repo and backfill_safe(source) else None,
     )
     delivery.repository = repo
     delivery.content_key = (
