@@ -59,9 +59,8 @@ class WalCheckpointer:
         #: How long an offer stays good: later, the writer has appended too much.
         self.offer_ttl = offer_ttl
         self.checkpoints = 0
-        #: WAL resets done by the writer, and the longest one took (seconds).
+        #: WAL resets done by the writer.
         self.resets = 0
-        self.longest_reset = 0.0
         #: When the last PASSIVE found the WAL past ``reset_frames`` (monotonic), else 0.
         self._offer = 0.0
         self._stop = threading.Event()
@@ -126,5 +125,4 @@ class WalCheckpointer:
         took = time.perf_counter() - started
         if not busy and frames == copied:
             self.resets += 1
-            self.longest_reset = max(self.longest_reset, took)
             log.debug("WAL of %s reset after %d frames in %.1f ms", self.path, frames, took * 1000)
