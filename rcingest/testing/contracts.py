@@ -20,7 +20,7 @@ import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -49,15 +49,8 @@ from rcingest.testing.samples import (
     sample_records,
 )
 
-__all__ = [
-    "CONTRACT_SECRET",
-    "check_enricher_contract",
-    "check_sink_contract",
-    "check_source_contract",
-    "make_test_context",
-    "record_key",
-    "sample_records",
-]
+# The sample data they run on is in samples.py (rcingest.testing exports both).
+__all__ = ["check_enricher_contract", "check_sink_contract", "check_source_contract"]
 
 #: No single call of a well-behaved component takes this long on a test machine;
 #: a hang becomes a named failure instead of a stuck test run.
@@ -65,6 +58,7 @@ CALL_TIMEOUT = 30.0
 _RECORD_TYPES = (Repository, Commit, PullRequest, WebhookDelivery)
 _decode_record = msgspec.json.Decoder(Record).decode
 
+T = TypeVar("T")
 SinkFactory = Callable[[RunContext], Sink[Any]]
 SourceFactory = Callable[[RunContext], Source[Any]]
 ReadBack = Callable[[], Iterable[Record | str] | Awaitable[Iterable[Record | str]]]
@@ -136,6 +130,22 @@ class _Checker:
             raise self.fail(f"{what} gave {_describe(record)} a naive timestamp")
 
 
+def _build(
+    kind: str, factory: Callable[[RunContext], T], ctx: RunContext, awaited: tuple[str, ...]
+) -> tuple[T, _Checker]:
+    """The component ``factory`` builds, checked for its Config and its ``awaited`` methods."""
+    try:
+        component = factory(ctx)
+    except Exception as exc:
+        raise AssertionError(f"{kind} factory raised {type(exc).__name__}: {exc}") from exc
+    check = _Checker(kind, component)
+    check.config(component)
+    for name in awaited:
+        if not inspect.iscoroutinefunction(getattr(component, name, None)):
+            raise check.fail(f"{name}() must be an async method (the runner awaits it)")
+    return component, check
+
+
 async def check_sink_contract(
     factory: SinkFactory,
     *,
@@ -152,15 +162,7 @@ async def check_sink_contract(
     """
     given = list(sample_records() if records is None else records)
     ctx = make_test_context(tmp_path, secrets=frozenset({CONTRACT_SECRET}))
-    try:
-        sink = factory(ctx)
-    except Exception as exc:
-        raise AssertionError(f"sink factory raised {type(exc).__name__}: {exc}") from exc
-    check = _Checker("sink", sink)
-    check.config(sink)
-    for name in ("__aenter__", "__aexit__", "write", "flush"):
-        if not inspect.iscoroutinefunction(getattr(sink, name, None)):
-            raise check.fail(f"{name}() must be an async method (the runner awaits it)")
+    sink, check = _build("sink", factory, ctx, ("__aenter__", "__aexit__", "write", "flush"))
     streams = [Checkpoint("contract:main", {"page": 1, "cursor": "a1"}), Checkpoint("ack-only")]
     batch = Batch(records=given, checkpoints=streams)
     snapshot: list[Any] = msgspec.to_builtins(given)
@@ -253,15 +255,7 @@ async def check_source_contract(
     checkpointed, round-tripped through JSON as every state store does.
     """
     ctx = make_test_context(tmp_path)
-    try:
-        source = factory(ctx)
-    except Exception as exc:
-        raise AssertionError(f"source factory raised {type(exc).__name__}: {exc}") from exc
-    check = _Checker("source", source)
-    check.config(source)
-    for name in ("acknowledge", "reject", "stop"):
-        if not inspect.iscoroutinefunction(getattr(source, name, None)):
-            raise check.fail(f"{name}() must be an async method (the runner awaits it)")
+    source, check = _build("source", factory, ctx, ("acknowledge", "reject", "stop"))
     await check.call("__aenter__()", source.__aenter__())
     try:
         checkpoints, ended = await _read(check, source, dict(cursors or {}), limit, time_limit)
