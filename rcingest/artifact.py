@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from rcingest.records import StoryKeyOrigin
+from rcingest.schema_text import clean_descriptions
 
 __all__ = [
     "ARTIFACT_SCHEMA_COPY",
@@ -144,7 +145,7 @@ class RunArtifact(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 def run_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of :class:`RunArtifact`, as committed in ``schemas/``."""
     generated = msgspec.json.schema(RunArtifact)
-    return {
+    schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
         "title": "rcingest run artifact",
@@ -154,3 +155,5 @@ def run_schema() -> dict[str, Any]:
         ),
         **generated,
     }
+    result: dict[str, Any] = clean_descriptions(schema)
+    return result

@@ -15,6 +15,7 @@ import msgspec
 
 from rcingest.config import PipelineConfig
 from rcingest.plugins import Kind, Registry
+from rcingest.schema_text import clean_descriptions
 
 SCHEMA_ID = "https://rcingest.dev/schemas/pipeline.schema.json"
 
@@ -56,12 +57,14 @@ def pipeline_schema(registry: Registry) -> dict[str, Any]:
         "items": _component_schema(registry, "sink", defs),
     }
     top["title"] = "rcingest pipeline"
-    return {
+    schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
         **top,
         "$defs": dict(sorted(defs.items())),
     }
+    result: dict[str, Any] = clean_descriptions(schema)
+    return result
 
 
 def dumps(schema: dict[str, Any]) -> str:

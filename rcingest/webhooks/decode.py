@@ -267,20 +267,31 @@ def _commit(c: _Commit, repository: str, branches: list[str], fallback: datetime
     return commit_from_api(c, repository, branches)
 
 
-def _shape_error(event: str, exc: msgspec.MsgspecError | UnicodeDecodeError) -> DecodeError:
+def _shape_error(
+    event: str, exc: msgspec.MsgspecError | UnicodeDecodeError, body: bytes
+) -> DecodeError:
     if isinstance(exc, msgspec.ValidationError):
         return DecodeError(f"{event} payload of the wrong shape: {exc}")
-    if isinstance(exc, UnicodeDecodeError):
-        # msgspec hands strings that are not UTF-8 to Python, which raises this.
+    # Older msgspec hands strings that are not UTF-8 to Python (UnicodeDecodeError);
+    # 0.23 reports them itself, in words of its own. Say it in ours, whichever it was.
+    if isinstance(exc, UnicodeDecodeError) or not _is_utf8(body):
         return DecodeError("body is not valid JSON: not UTF-8")
     return DecodeError(f"body is not valid JSON: {exc}")
+
+
+def _is_utf8(body: bytes) -> bool:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _decode_push(body: bytes, headers: DeliveryHeaders, delivery: WebhookDelivery) -> Decoded:
     try:
         event = _push_decoder.decode(body)
     except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
-        raise _shape_error(headers.event, exc) from None
+        raise _shape_error(headers.event, exc, body) from None
     repo = event.repository.full_name
     commits: dict[str, Commit] = {}
     jobs: list[BackfillJob] = []
@@ -325,7 +336,7 @@ def _decode_pr(body: bytes, headers: DeliveryHeaders, delivery: WebhookDelivery)
     try:
         event = _pr_decoder.decode(body)
     except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
-        raise _shape_error(headers.event, exc) from None
+        raise _shape_error(headers.event, exc, body) from None
     pr, repo = event.pullrequest, event.repository.full_name
     if pr.state not in _PR_STATES:
         raise DecodeError(f"{headers.event} payload of the wrong shape: unknown state {pr.state!r}")
@@ -379,7 +390,7 @@ def decode(headers: Mapping[str, str], body: bytes, *, received_at: datetime) ->
         _any_json(body)
         body.decode("utf-8")  # Raw does not look inside strings
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise _shape_error(head.event, exc) from None
+        raise _shape_error(head.event, exc, body) from None
     delivery.outcome = "ignored" if head.event in KNOWN_EVENTS else "unknown_event"
     return Decoded(delivery=delivery)
 
