@@ -88,11 +88,16 @@ class CommitAuthor(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     account_id: str | None = None
 
 
-class SummaryStoryKey(msgspec.Struct, forbid_unknown_fields=True):
-    """A story key and every place it was found."""
+class SummaryStoryKey(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """A story key and every place it was found.
+
+    ``branches`` names the branches that lent it (origin ``branch``): only a
+    branch that brought the commit lends its key.
+    """
 
     key: str
     origins: list[StoryKeyOrigin]
+    branches: list[str] = []
 
 
 class ArtifactFile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

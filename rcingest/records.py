@@ -35,10 +35,15 @@ FileStatus = Literal["added", "removed", "modified", "renamed"]
 
 
 class StoryKey(msgspec.Struct, frozen=True):
-    """A Jira issue key and every place it was found (one key, many origins)."""
+    """A Jira issue key and every place it was found (one key, many origins).
+
+    ``branches`` is the evidence for the ``branch`` origin: the names of the
+    branches that lent the key (empty when ``branch`` is not an origin).
+    """
 
     key: str
     origins: tuple[StoryKeyOrigin, ...]
+    branches: tuple[str, ...] = ()
 
 
 class FileChange(msgspec.Struct, frozen=True):
@@ -82,6 +87,12 @@ class Repository(msgspec.Struct, tag="repository", kw_only=True):
 class Commit(msgspec.Struct, tag="commit", kw_only=True):
     """A commit seen on one or more branches of a repository.
 
+    ``branches`` lists every branch the commit was seen on (containment);
+    ``new_on`` only those that brought it: the commit is not reachable from
+    the repository's main branch or the other branches' heads. Only a
+    ``new_on`` branch lends its name's story key, so creating
+    ``feature/REL-12`` at an old commit tags no old work with ``REL-12``.
+
     ``files`` is ``None`` when the file list was not fetched (diffstat switched
     off, or a webhook delivery), and ``[]`` when the commit really touched no
     file.
@@ -91,6 +102,7 @@ class Commit(msgspec.Struct, tag="commit", kw_only=True):
     repository: str
     date: datetime
     branches: list[str] = []
+    new_on: list[str] = []
     author_raw: str = ""
     author_name: str | None = None
     author_account_id: str | None = None
@@ -117,6 +129,9 @@ class PullRequest(msgspec.Struct, tag="pull_request", kw_only=True):
     destination_branch: str
     created_on: datetime
     updated_on: datetime
+    #: The repository the source branch is in (``workspace/slug``): a fork's
+    #: for a pull request from a fork; None when the source did not say.
+    source_repository: str | None = None
     description: str = ""
     author_name: str | None = None
     author_account_id: str | None = None

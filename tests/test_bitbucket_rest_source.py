@@ -296,7 +296,8 @@ async def test_crash_then_incremental_resume_without_refetching_finished_branche
         result = await Runner(pipeline, ctx2).run()
         assert result.status == "succeeded"
         walked = fake.counters.repo_routes
-        assert walked["commits acme/service-00"] == len(branches)  # one page per branch
+        # One page per branch, plus one per non-main branch for the commits it brought.
+        assert walked["commits acme/service-00"] == 2 * len(branches) - 1
         assert walked["commits acme/service-01"] >= len(branches)
         run_2 = [r for r in memory["default"][run_1_count:] if isinstance(r, Commit)]
         # service-00 is read again only from its cursor's end minus the 10-minute overlap.

@@ -463,7 +463,7 @@ async def test_version_1_database_gets_repositories_per_commit_and_branch(
     caplog.set_level(logging.INFO, logger="rcingest")
     fork = commit(1, repository="ada/api-fork", branches=["main", "feature/REL-1"])
     await write_run(database_spec, tmp_path, [Batch([fork])], "run-2")
-    assert "schema upgraded from version 1 to 2" in caplog.text
+    assert f"schema upgraded from version 1 to {CURRENT_VERSION}" in caplog.text
     rows = dump(database_spec)
     (c,) = rows["commits"]
     assert c["repository"] == "acme/api"  # where it was first seen
@@ -476,6 +476,51 @@ async def test_version_1_database_gets_repositories_per_commit_and_branch(
         ("ada/api-fork", "feature/REL-1"),
         ("ada/api-fork", "main"),
     ]
+
+
+# Version 2, made from a fresh database: story_keys without the lending branch,
+# pull_requests without source_repository (SQLite and PostgreSQL alike).
+TO_V2_SQL = [
+    "DROP TABLE story_keys",
+    "CREATE TABLE story_keys (commit_hash TEXT NOT NULL, key TEXT NOT NULL,"
+    " origin TEXT NOT NULL, PRIMARY KEY (commit_hash, key, origin))",
+    "CREATE INDEX story_keys_key ON story_keys (key)",
+    "INSERT INTO story_keys VALUES ('" + f"{1:040x}" + "', 'REL-1', 'message')",
+    "INSERT INTO story_keys VALUES ('" + f"{1:040x}" + "', 'OLD-9', 'branch')",
+    "ALTER TABLE pull_requests DROP COLUMN source_repository",
+    "UPDATE schema_version SET version = 2",
+]
+
+
+async def test_version_2_database_gets_key_evidence_and_pr_source(
+    database_spec: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Version 2 → 3 keeps every key row (branch ''), then stores the lending branch."""
+    await write_run(database_spec, tmp_path, [Batch([commit(1), pull_request()])])
+    _execute(database_spec, TO_V2_SQL)
+    caplog.set_level(logging.INFO, logger="rcingest")
+    lent = commit(
+        1,
+        new_on=["feature/REL-1-login"],
+        story_keys=[StoryKey("REL-1", ("message", "branch"), ("feature/REL-1-login",))],
+    )
+    fork_pr = pull_request(source_repository="ada/api-fork")
+    await write_run(database_spec, tmp_path, [Batch([lent, fork_pr])], "run-2")
+    assert f"schema upgraded from version 2 to {CURRENT_VERSION}" in caplog.text
+    rows = dump(database_spec)
+    assert sorted((k["key"], k["origin"], k["branch"]) for k in rows["story_keys"]) == [
+        ("OLD-9", "branch", ""),  # from version 2: kept, marked as without evidence
+        ("REL-1", "branch", "feature/REL-1-login"),
+        ("REL-1", "message", ""),
+    ]
+    (pr,) = rows["pull_requests"]
+    assert pr["source_repository"] == "ada/api-fork"
+    unproven = _doc_queries()["branch-keys-without-evidence"]
+    db, _ = open_database(database_spec)
+    with db.connection_context():
+        found = db.execute_sql(unproven).fetchall()
+    db.close()
+    assert [(r[0], r[1]) for r in found] == [(f"{1:040x}", "OLD-9")]
 
 
 async def test_a_commit_in_two_repositories_is_listed_in_both(

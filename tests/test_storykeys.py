@@ -194,14 +194,16 @@ def test_enricher_commit_all_origins() -> None:
         repository="acme/api",
         date=NOW,
         message="REL-12 login throttling",
-        branches=["feature/REL-12-login", "main", "release/OPS-3"],
+        branches=["feature/REL-12-login", "main", "release/OPS-3", "feature/OLD-1"],
+        # Only the branches that brought the commit lend keys; OLD-1 merely contains it.
+        new_on=["feature/REL-12-login", "release/OPS-3"],
         pull_requests=[PullRequestRef(7, "OPS-3 and REL-12: ship", "feature/ABC-9-x")],
     )
     out = _enricher().enrich(commit)
     assert isinstance(out, Commit)
     assert out.story_keys == [
-        StoryKey("REL-12", ("message", "branch", "pr_title")),
-        StoryKey("OPS-3", ("branch", "pr_title")),
+        StoryKey("REL-12", ("message", "branch", "pr_title"), ("feature/REL-12-login",)),
+        StoryKey("OPS-3", ("branch", "pr_title"), ("release/OPS-3",)),
         StoryKey("ABC-9", ("pr_branch",)),
     ]
     assert commit.story_keys == []  # the input is not changed

@@ -188,12 +188,17 @@ async def test_every_fixture_is_stored(tmp_path: Path) -> None:
         ]
 
 
-async def test_story_key_from_pushed_branch(tmp_path: Path) -> None:
+async def test_pushed_branch_lends_no_key_without_the_api(tmp_path: Path) -> None:
+    """The payload cannot tell which listed commits the branch brought: no branch key.
+
+    (With REST credentials the backfill job finds them; tests/test_branch_keys.py.)
+    """
     raw = PUSH.read_bytes().replace(b'"name": "master"', b'"name": "feature/REL-42-login"')
     async with daemon(tmp_path) as d:
         assert (await post(d.url, raw, signed(raw)))[0] == 200
-        keys = d.rows("SELECT key, origin FROM story_keys")
-        assert ("REL-42", "branch") in keys
+        assert ("REL-42", "branch") not in d.rows("SELECT key, origin FROM story_keys")
+        # Which branch contains the commit is still recorded.
+        assert ("feature/REL-42-login",) in d.rows("SELECT branch FROM commit_branches")
 
 
 async def test_bad_input_table_stores_nothing(tmp_path: Path) -> None:

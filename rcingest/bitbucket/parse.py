@@ -107,6 +107,8 @@ def pull_request_from_api(
         state=state,  # type: ignore[arg-type]
         source_branch=p.source.branch.name,
         destination_branch=p.destination.branch.name,
+        # As the payload says it (a fork's full name for a pull request from a fork).
+        source_repository=(p.source.repository.full_name or None) if p.source.repository else None,
         created_on=_aware(p.created_on),
         updated_on=_aware(p.updated_on),
         description=p.description or "",

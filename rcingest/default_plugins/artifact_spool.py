@@ -42,8 +42,11 @@ def merge_summaries(old: CommitSummary, new: CommitSummary) -> CommitSummary:
     """
     branches = old.branches + [b for b in new.branches if b not in old.branches]
     keys: dict[str, list[StoryKeyOrigin]] = {}
+    lent: dict[str, list[str]] = {}
     for sk in (*old.story_keys, *new.story_keys):
         keys[sk.key] = list(ordered_origins(keys.get(sk.key, ()), sk.origins))
+        names = lent.setdefault(sk.key, [])
+        names.extend(b for b in sk.branches if b not in names)
     author = CommitAuthor(
         raw=new.author.raw or old.author.raw,
         name=new.author.name if new.author.name is not None else old.author.name,
@@ -59,7 +62,7 @@ def merge_summaries(old: CommitSummary, new: CommitSummary) -> CommitSummary:
         summary=new.summary or old.summary,
         files_changed=new.files_changed if known else old.files_changed,
         files=new.files if known else old.files,
-        story_keys=[SummaryStoryKey(key, origins) for key, origins in keys.items()],
+        story_keys=[SummaryStoryKey(key, origins, lent[key]) for key, origins in keys.items()],
     )
 
 

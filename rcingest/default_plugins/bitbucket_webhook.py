@@ -145,7 +145,8 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
         elif cfg.backfill:
             log.warning(
                 "backfill is off: no REST credentials in `auth`; truncated pushes are stored "
-                "with the payload's commits only and pull requests without their commits"
+                "with the payload's commits only, pull requests without their commits, and "
+                "branch names lend no story keys (which commits a branch brought needs the API)"
             )
         if cfg.secret is None:
             log.warning(

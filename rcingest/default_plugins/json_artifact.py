@@ -189,7 +189,9 @@ class JsonArtifactSink(Sink[JsonArtifactConfig]):
                 )
                 for f in c.files
             ],
-            story_keys=[SummaryStoryKey(k.key, list(k.origins)) for k in c.story_keys],
+            story_keys=[
+                SummaryStoryKey(k.key, list(k.origins), list(k.branches)) for k in c.story_keys
+            ],
         )
 
     def _add(self, period: Period, records: Iterable[Record]) -> None:

@@ -8,7 +8,7 @@ import msgspec
 
 from rcingest.hookspecs import RegisterEnricher, hookimpl
 from rcingest.interfaces import ComponentConfig, Enricher, RunContext
-from rcingest.records import Commit, PullRequest, Record, StoryKeyOrigin
+from rcingest.records import Commit, PullRequest, Record, StoryKey, StoryKeyOrigin
 from rcingest.storykeys import DEFAULT_IGNORE, KeyExtractor, merge_story_keys
 
 
@@ -27,7 +27,8 @@ class StoryKeysConfig(ComponentConfig):
 class StoryKeysEnricher(Enricher[StoryKeysConfig]):
     """Adds ``story_keys`` to commits and pull requests; other records pass unchanged.
 
-    Commit: the message (``message``), each branch (``branch``), each pull
+    Commit: the message (``message``), each branch that brought it
+    (``new_on``, origin ``branch``, naming the branch as evidence), each pull
     request's title (``pr_title``) and source branch (``pr_branch``). Pull
     request: its title and source branch. Keys already on the record are kept
     and merged with the new ones.
@@ -44,7 +45,8 @@ class StoryKeysEnricher(Enricher[StoryKeysConfig]):
         texts: list[tuple[StoryKeyOrigin, str]]
         if isinstance(record, Commit):
             texts = [("message", record.message)]
-            texts.extend(("branch", b) for b in record.branches)
+            # Only the branches that brought the commit lend their key (records.md).
+            texts.extend(("branch", b) for b in record.new_on)
             for pr in record.pull_requests:
                 texts.append(("pr_title", pr.title))
                 texts.append(("pr_branch", pr.source_branch))
@@ -56,9 +58,31 @@ class StoryKeysEnricher(Enricher[StoryKeysConfig]):
         if not found:
             return record
         merged = merge_story_keys(record.story_keys, found)
+        # merge_story_keys keeps keys and origins; the branch evidence is kept here.
+        if isinstance(record, Commit) and (
+            record.new_on or any(sk.branches for sk in record.story_keys)
+        ):
+            merged = self._branch_evidence(record, merged)
         if merged == record.story_keys:
             return record
         return msgspec.structs.replace(record, story_keys=merged)
+
+    def _branch_evidence(self, commit: Commit, merged: list[StoryKey]) -> list[StoryKey]:
+        """``merged`` with each ``branch`` key naming the branches that lent it."""
+        lent: dict[str, list[str]] = {
+            sk.key: list(sk.branches) for sk in commit.story_keys if sk.branches
+        }
+        for branch in commit.new_on:
+            for key in self.extractor.find(branch):
+                names = lent.setdefault(key, [])
+                if branch not in names:
+                    names.append(branch)
+        return [
+            msgspec.structs.replace(sk, branches=tuple(lent[sk.key]))
+            if sk.key in lent and "branch" in sk.origins
+            else sk
+            for sk in merged
+        ]
 
 
 @hookimpl

@@ -35,6 +35,7 @@ __all__ = ["BackfillStore", "BackfillWorker", "StoredJob", "fetch_job"]
 T = TypeVar("T")
 _encode = msgspec.json.Encoder().encode
 _decode_job = msgspec.json.Decoder(BackfillJob).decode
+logger = logging.getLogger("rcingest.webhooks")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS backfill_jobs (
@@ -176,15 +177,7 @@ async def fetch_job(client: BitbucketClient, job: BackfillJob, max_commits: int)
     no ``exclude`` and would otherwise walk the whole history.
     """
     if job.kind == "push_range":
-        branches = [job.branch] if job.branch else []
-        commits: list[Record] = []
-        listing = client.commits(job.repository, job.include, job.exclude)
-        async for value in listing:
-            commits.append(commit_from_api(value, job.repository, branches))
-            if len(commits) >= max_commits:
-                break
-        await _close(listing)
-        return commits
+        return await _push_range(client, job, max_commits)
     pr = job.pull_request
     if pr is None:
         return []
@@ -195,12 +188,87 @@ async def fetch_job(client: BitbucketClient, job: BackfillJob, max_commits: int)
     source = job.source_repository or job.repository
     async for value in listing:
         commit = commit_from_api(value, source, [pr.source_branch])
+        # Bitbucket lists a pull request's commits as its source branch minus
+        # its destination (the exclusion is done by the endpoint): those the
+        # branch brought, so they carry its key.
+        commit.new_on = [pr.source_branch]
         out.append(commit_with_pull_request(commit, pr))
         if len(out) >= max_commits:
             break
     await _close(listing)
     completed = msgspec.structs.replace(pr, commit_hashes=[c.hash for c in out])
     return [*out, completed]
+
+
+#: At most this many other branch heads are excluded in one listing (they go
+#: into the URL); past it only the main branch is, and the log says so.
+MAX_EXCLUDED_HEADS = 100
+
+
+async def _push_range(client: BitbucketClient, job: BackfillJob, max_commits: int) -> list[Record]:
+    """The commits of a push range; on a non-main branch, only those the branch brought.
+
+    Those are not reachable from the main branch or any other branch's head
+    (``exclude=``), so they, and only they, are ``new_on`` the branch and may
+    carry its name's story key. A created branch at an existing commit brings
+    none.
+    """
+    repo, branch = job.repository, job.branch
+    exclude, new_on = list(job.exclude), []
+    if branch is not None:
+        main = await _main_branch(client, repo)
+        if branch == main:
+            # Everything on main is reachable from main: it lends no key, and
+            # only a truncated change has commits left to list.
+            if not job.truncated:
+                return []
+        else:
+            new_on = [branch]
+            exclude.extend(await _other_heads(client, repo, branch, main))
+    commits: list[Record] = []
+    listing = client.commits(repo, job.include, exclude)
+    async for value in listing:
+        commit = commit_from_api(value, repo, [branch] if branch else [])
+        commit.new_on = list(new_on)
+        commits.append(commit)
+        if len(commits) >= max_commits:
+            break
+    await _close(listing)
+    return commits
+
+
+async def _main_branch(client: BitbucketClient, repo: str) -> str | None:
+    value = await client.get_json(f"/repositories/{repo}")
+    main = value.get("mainbranch") if isinstance(value, dict) else None
+    name = main.get("name") if isinstance(main, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
+async def _other_heads(
+    client: BitbucketClient, repo: str, branch: str, main: str | None
+) -> list[str]:
+    """What to exclude for ``branch``: the main branch, and the other branches' heads."""
+    heads: list[str] = []
+    async for values in client.pages(f"/repositories/{repo}/refs/branches", {"pagelen": 100}):
+        for value in values:
+            name = value.get("name")
+            target = value.get("target")
+            head = target.get("hash") if isinstance(target, dict) else None
+            if name in (branch, main) or not isinstance(head, str) or head in heads:
+                continue
+            heads.append(head)
+    base = [main] if main else []
+    if len(heads) > MAX_EXCLUDED_HEADS:
+        logger.warning(
+            "%s: %d other branches, more than the %d excluded per listing: commits of %r "
+            "are told apart from the main branch only",
+            repo,
+            len(heads),
+            MAX_EXCLUDED_HEADS,
+            branch,
+        )
+        return base
+    return base + heads
 
 
 async def _close(gen: Any) -> None:

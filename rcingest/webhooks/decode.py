@@ -77,6 +77,9 @@ KNOWN_EVENTS = STORED_EVENTS | frozenset(
     }
 )
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
+# A branch name that may hold a story key in any mode (a key is a word, a
+# hyphen and a number): a looser test than either grammar, so no key is missed.
+_MAY_HOLD_KEY = re.compile(r"[A-Za-z0-9_]-[0-9]")
 # A repository name safe to put in an API path (backfill): workspace/slug, no dot segments.
 _SAFE_REPO = re.compile(r"^(?!\.\.?/)[A-Za-z0-9_.-]+/(?!\.\.?$)[A-Za-z0-9_.-]+$")
 
@@ -235,8 +238,13 @@ class BackfillJob(msgspec.Struct, frozen=True, kw_only=True):
     """Network work a delivery leaves behind, done after it is acknowledged.
 
     ``push_range`` lists the commits ``include`` minus ``exclude`` on
-    ``branch``; ``pr_commits`` lists a pull request's commits. Hashes come from
-    the payload; the URL is always built from the configured API host.
+    ``branch``; on a branch other than the main one it also excludes the main
+    branch and the other branches' heads (looked up when the job runs), so
+    the commits it finds are the ones the branch brought and may carry its
+    name's story key. It is made for a truncated change, and for every change
+    of a branch whose name may hold a key. ``pr_commits`` lists a pull
+    request's commits. Hashes come from the payload; the URL is always built
+    from the configured API host.
     """
 
     kind: Literal["push_range", "pr_commits"]
@@ -245,6 +253,9 @@ class BackfillJob(msgspec.Struct, frozen=True, kw_only=True):
     include: list[str] = []
     exclude: list[str] = []
     branch: str | None = None
+    #: ``push_range``: Bitbucket truncated the change's commit list. A job for
+    #: the main branch that is not truncated has nothing to do.
+    truncated: bool = True
     pull_request: PullRequest | None = None
     #: ``pr_commits``: the repository of the source branch (a fork's, for a
     #: pull request from a fork); None when it is ``repository``.
@@ -313,7 +324,12 @@ def _decode_push(body: bytes, headers: DeliveryHeaders, delivery: WebhookDeliver
                 known.branches.extend(b for b in branches if b not in known.branches)
         if change.truncated:
             truncated += 1
-            if head is not None and _HEX40.match(head) and backfill_safe(repo):
+        # Which listed commits the branch brought is not in the payload (a created
+        # branch lists the 5 newest commits reachable from it, all perhaps on
+        # main): only the job, which can exclude the other branches, knows.
+        lends_key = is_branch and _MAY_HOLD_KEY.search(ref_name) is not None
+        if (change.truncated or lends_key) and head is not None and _HEX40.match(head):
+            if backfill_safe(repo):
                 old = change.old.target.hash if change.old and change.old.target else None
                 jobs.append(
                     BackfillJob(
@@ -323,6 +339,7 @@ def _decode_push(body: bytes, headers: DeliveryHeaders, delivery: WebhookDeliver
                         include=[head],
                         exclude=[old] if old and _HEX40.match(old) else [],
                         branch=ref_name if is_branch else None,
+                        truncated=change.truncated,
                     )
                 )
     delivery.repository = repo

@@ -107,6 +107,39 @@ async def _walk_branch(
     state.walked.append(branch)
 
 
+async def _mark_new_on(
+    client: BitbucketClient,
+    repo: str,
+    branch: str,
+    window: Window,
+    opts: ScanOptions,
+    state: _State,
+    mainbranch: str | None,
+    stats: Stats,
+) -> None:
+    """Mark the commits ``branch`` brought: not reachable from main or another walked head.
+
+    A feature branch's listing includes main's history; only its own commits
+    may carry its name's story key (``Commit.new_on``).
+    """
+    exclude = [mainbranch] if mainbranch else []
+    exclude += [h for b, h in sorted(state.heads.items()) if b not in (branch, mainbranch)]
+    stop = EarlyStop(window.start, stop_after=opts.stop_after, margin=opts.margin)
+    params: dict[str, str | int | list[str]] = {"include": branch}
+    if exclude:
+        params["exclude"] = exclude
+    async for page in client.typed_pages(f"/repositories/{repo}/commits", api.Commit, params):
+        for value in page:
+            date = value.date if value.date.tzinfo else value.date.replace(tzinfo=UTC)
+            stop.see(date, value.hash, [p.hash for p in value.parents])
+            known = state.commits.get(value.hash)
+            if known is not None and branch not in known.new_on:
+                known.new_on.append(branch)
+        if stop.should_stop():
+            stats.incr("bitbucket.early_stops")
+            break
+
+
 async def _diff_worker(
     client: BitbucketClient, repo: str, queue: asyncio.Queue[str | None], state: _State
 ) -> None:
@@ -179,7 +212,9 @@ async def scan_repository(
     repo = repository.full_name
     state = _State()
     try:
-        prs = await _gather_repository(client, repo, branches, opts, state, logger, stats)
+        prs = await _gather_repository(
+            client, repo, repository.mainbranch, branches, opts, state, logger, stats
+        )
     except BaseExceptionGroup as group_error:
         # One failure ends the repository scan; report it, not the group.
         first = group_error.exceptions[0]
@@ -196,6 +231,7 @@ async def scan_repository(
 async def _gather_repository(
     client: BitbucketClient,
     repo: str,
+    mainbranch: str | None,
     branches: dict[str, Window],
     opts: ScanOptions,
     state: _State,
@@ -223,6 +259,13 @@ async def _gather_repository(
                 *(
                     _walk_branch(client, repo, b, w, opts, state, diff_queue, logger, stats)
                     for b, w in branches.items()
+                )
+            )
+            await asyncio.gather(
+                *(
+                    _mark_new_on(client, repo, b, branches[b], opts, state, mainbranch, stats)
+                    for b in state.walked
+                    if b != mainbranch
                 )
             )
         for _ in workers:

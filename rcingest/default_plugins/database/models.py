@@ -136,10 +136,12 @@ def make_models(db: peewee.Database) -> Models:
         commit_hash = TextField()
         key = TextField()
         origin = TextField()
+        # The branch whose name lent the key (origin ``branch``); '' otherwise.
+        branch = TextField(default="")
 
         class Meta:
             table_name = "story_keys"
-            primary_key = CompositeKey("commit_hash", "key", "origin")
+            primary_key = CompositeKey("commit_hash", "key", "origin", "branch")
             indexes = ((("key",), False),)
 
     class PullRequest(Base):
@@ -150,6 +152,7 @@ def make_models(db: peewee.Database) -> Models:
         state = TextField()
         source_branch = TextField()
         destination_branch = TextField()
+        source_repository = TextField(null=True)
         author_name = TextField(null=True)
         author_account_id = TextField(null=True)
         merge_commit = TextField(null=True)

@@ -38,11 +38,11 @@ COMMIT_FIELDS = (
 COMMIT_REPOSITORY_FIELDS = ("commit_hash", "repository", "first_seen_at", "last_seen_at")
 BRANCH_FIELDS = ("commit_hash", "repository", "branch", "first_seen_at")
 FILE_FIELDS = ("commit_hash", "path", "old_path", "status", "lines_added", "lines_removed")
-STORY_KEY_FIELDS = ("commit_hash", "key", "origin")
+STORY_KEY_FIELDS = ("commit_hash", "key", "origin", "branch")
 PULL_REQUEST_FIELDS = (
     "repository", "id", "title", "description", "state", "source_branch",
-    "destination_branch", "author_name", "author_account_id", "merge_commit", "created_on",
-    "updated_on", "first_seen_at", "last_seen_at",
+    "destination_branch", "source_repository", "author_name", "author_account_id",
+    "merge_commit", "created_on", "updated_on", "first_seen_at", "last_seen_at",
 )  # fmt: skip
 PR_COMMIT_FIELDS = ("repository", "pull_request_id", "commit_hash")
 PR_STORY_KEY_FIELDS = ("repository", "pull_request_id", "key", "origin")
@@ -114,8 +114,10 @@ def _commit(rows: Rows, c: Commit, now: datetime) -> None:
         )  # fmt: skip
     for sk in c.story_keys:
         for origin in sk.origins:
-            row: Row = (c.hash, sk.key, origin)
-            rows.story_keys[row] = row
+            # One row per branch that lent the key: the evidence an auditor asks for.
+            for branch in (sk.branches or ("",)) if origin == "branch" else ("",):
+                row: Row = (c.hash, sk.key, origin, branch)
+                rows.story_keys[row] = row
     for pr in c.pull_requests:
         row = (pr.repository or c.repository, pr.id, c.hash)
         rows.pull_request_commits[row] = row
@@ -126,10 +128,10 @@ def _pull_request(rows: Rows, pr: PullRequest, now: datetime) -> None:
     updated_on = utc(pr.updated_on)
     previous = rows.pull_requests.get((pr.repository, pr.id))
     # Twice in one batch: the newer snapshot wins, as it does across batches.
-    if previous is None or previous[11] is None or updated_on is None or updated_on >= previous[11]:
+    if previous is None or previous[12] is None or updated_on is None or updated_on >= previous[12]:
         rows.pull_requests[(pr.repository, pr.id)] = (
             pr.repository, pr.id, pr.title, pr.description, pr.state,
-            pr.source_branch, pr.destination_branch, pr.author_name,
+            pr.source_branch, pr.destination_branch, pr.source_repository, pr.author_name,
             pr.author_account_id, pr.merge_commit,
             utc(pr.created_on), updated_on, now, now,
         )  # fmt: skip

@@ -12,7 +12,9 @@ Version 0 is the prototype layout (``commits`` without ``schema_version``:
 ``author`` and ``date`` columns, one ``seen_at``); version 1 is the first
 documented schema; version 2 records every repository a commit is in
 (``commit_repositories``) and which repository each branch belongs to
-(``commit_branches.repository``), since a fork holds its upstream's commits.
+(``commit_branches.repository``), since a fork holds its upstream's commits;
+version 3 keeps the evidence of a branch-lent story key (``story_keys.branch``)
+and a pull request's source repository (``pull_requests.source_repository``).
 Add a step here, never edit one that has shipped.
 """
 
@@ -28,7 +30,7 @@ from rcingest.errors import RunFailed
 
 __all__ = ["CURRENT_VERSION", "MIGRATIONS", "SchemaError", "ensure_schema", "read_version"]
 
-CURRENT_VERSION = 2
+CURRENT_VERSION = 3
 # Any fixed 64-bit number: the key of the PostgreSQL advisory lock that
 # serialises schema creation and upgrades between processes.
 _PG_LOCK_KEY = 0x7263696E67657374  # "rcingest"
@@ -130,10 +132,43 @@ def _upgrade_1_to_2(db: peewee.Database, models: Models) -> None:
     )
 
 
+def _upgrade_2_to_3(db: peewee.Database, models: Models) -> None:
+    """Version 2 → 3: ``story_keys.branch`` joins that table's key; ``pull_requests`` gains
+    ``source_repository``.
+
+    Rows of version 2 get ``branch = ''``: which branch lent a ``branch`` key
+    was not recorded then (docs/database.md has a query that lists them).
+    """
+    if "source_repository" not in {c.name for c in db.get_columns("pull_requests")}:
+        _sql(db, "ALTER TABLE pull_requests ADD COLUMN source_repository TEXT")
+    if "branch" in {c.name for c in db.get_columns("story_keys")}:
+        return
+    if isinstance(db, peewee.PostgresqlDatabase):
+        _sql(db, "ALTER TABLE story_keys ADD COLUMN branch TEXT NOT NULL DEFAULT ''")
+        _sql(db, "ALTER TABLE story_keys DROP CONSTRAINT story_keys_pkey")
+        _sql(db, "ALTER TABLE story_keys ADD PRIMARY KEY (commit_hash, key, origin, branch)")
+        return
+    # SQLite cannot change a primary key in place: copy into a new table.
+    _sql(db, "ALTER TABLE story_keys RENAME TO story_keys_v2")
+    # The renamed table kept its index names; drop them so the new table can
+    # create its own (the primary key's automatic index has no SQL and goes with it).
+    for index in db.get_indexes("story_keys_v2"):
+        if index.sql:
+            _sql(db, f'DROP INDEX IF EXISTS "{index.name}"')
+    db.create_tables([models.story_keys])
+    _sql(
+        db,
+        "INSERT INTO story_keys (commit_hash, key, origin, branch) "
+        "SELECT commit_hash, key, origin, '' FROM story_keys_v2",
+    )
+    _sql(db, "DROP TABLE story_keys_v2")
+
+
 #: Upgrade steps: ``MIGRATIONS[n]`` takes a database from version ``n - 1`` to ``n``.
 MIGRATIONS: dict[int, Callable[[peewee.Database, Models], None]] = {
     1: _upgrade_0_to_1,
     2: _upgrade_1_to_2,
+    3: _upgrade_2_to_3,
 }
 
 

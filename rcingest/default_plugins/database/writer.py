@@ -232,7 +232,12 @@ def write_rows(
                     pr.last_seen_at: EXCLUDED.last_seen_at,
                     **{
                         getattr(pr, n): _keep(pr, n)
-                        for n in ("author_name", "author_account_id", "merge_commit")
+                        for n in (
+                            "author_name",
+                            "author_account_id",
+                            "merge_commit",
+                            "source_repository",
+                        )
                     },
                 },
             ),
