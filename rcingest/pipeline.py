@@ -145,6 +145,9 @@ class Runner:
                     ctx.status = "failed"
                     raise
         except RunFailed as exc:  # SinkError included
+            # A sink or the source that failed to open never set a status.
+            if ctx.status == "running":
+                ctx.status = "failed"
             self.result.error = str(exc)
             raise
         except Exception as exc:
@@ -334,11 +337,3 @@ class Runner:
         self.result.checkpoints += len(batch.checkpoints)
         if self.progress is not None:
             self.progress(self.result)
-
-
-async def run_pipeline(
-    pipeline: Pipeline, context: RunContext, progress: Progress | None = None
-) -> RunResult:
-    """Run ``pipeline`` to the end; raise ``RunFailed`` (with ``.result``) when it fails."""
-    runner = Runner(pipeline, context, progress)
-    return await runner.run()

@@ -57,8 +57,8 @@ class RedactingFilter(logging.Filter):
 
 
 def setup_logging(verbosity: int, secrets: Iterable[str] = ()) -> logging.Handler:
-    """Log to stderr at WARNING (``-q``), INFO (default) or DEBUG (``-v``), redacting secrets."""
-    level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
+    """Log to stderr at ERROR (``-q``), INFO (default) or DEBUG (``-v``), redacting secrets."""
+    level = {-1: logging.ERROR, 0: logging.INFO}.get(verbosity, logging.DEBUG)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactingFilter(secrets))

@@ -17,12 +17,18 @@ def _counts(counts: dict[str, int]) -> str:
 def format_summary(
     result: RunResult, pipeline: Pipeline, context: RunContext, exit_code: int
 ) -> str:
-    """A few lines: outcome, window, records per type, per sink, HTTP counters."""
+    """A few lines: outcome (and why it failed), window, records per type, per sink, counters.
+
+    A sink's line counts the records *handed* to it; what it wrote (rows,
+    files) is its own report (the database's ``runs.counts``, the artifact).
+    """
     mode = " (dry run: nothing written)" if result.dry_run else ""
     lines = [
         f"run {result.run_id} of {pipeline.config.name!r}: {result.status} in "
         f"{result.duration:.2f}s, exit {exit_code}{mode}",
     ]
+    if result.error:
+        lines.append(f"reason:  {result.error}")
     if result.window is not None:
         start = context.local(result.window.start).isoformat()
         end = context.local(result.window.end).isoformat()
@@ -30,7 +36,8 @@ def format_summary(
     lines.append(f"records: {_counts(result.records)}")
     for label in (c.label for c in pipeline.sinks):
         if not result.dry_run:
-            lines.append(f"sink {label}: {_counts(dict(result.sinks.get(label, {})))}")
+            handed = _counts(dict(result.sinks.get(label, {})))
+            lines.append(f"sink {label}: records handed: {handed}")
     lines.append(f"checkpoints: {result.checkpoints}")
     if result.stats:
         lines.append(f"stats:   {_counts(result.stats)}")

@@ -74,7 +74,7 @@ def test_text_summary(manager: Any, memory: Any, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "succeeded" in result.output and "exit 0" in result.output
     assert "records: commit 12" in result.output
-    assert "sink jsonl: commit 12" in result.output
+    assert "sink jsonl: records handed: commit 12" in result.output
     assert "window:  [2026-10-31T17:00:00-07:00" in result.output  # shown in the pipeline's zone
     quiet = CliRunner().invoke(cli, ["run", str(_pipeline(tmp_path, 12)), "-q"], obj=manager)
     assert quiet.exit_code == 0 and quiet.output == ""

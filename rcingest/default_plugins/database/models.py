@@ -214,6 +214,10 @@ def make_models(db: peewee.Database) -> Models:
         window_end = DateTimeField(null=True)
         status = TextField()
         counts = TextField()
+        # Where the run's process lives, so a later run can tell it died (runs.py).
+        host = TextField(null=True)
+        pid = IntegerField(null=True)
+        noticed_at = DateTimeField(null=True)
 
         class Meta:
             table_name = "runs"

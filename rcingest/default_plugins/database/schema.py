@@ -13,8 +13,9 @@ Version 0 is the prototype layout (``commits`` without ``schema_version``:
 documented schema; version 2 records every repository a commit is in
 (``commit_repositories``) and which repository each branch belongs to
 (``commit_branches.repository``), since a fork holds its upstream's commits;
-version 3 keeps the evidence of a branch-lent story key (``story_keys.branch``)
-and a pull request's source repository (``pull_requests.source_repository``).
+version 3 keeps the evidence of a branch-lent story key (``story_keys.branch``),
+a pull request's source repository (``pull_requests.source_repository``) and
+where each run's process lives (``runs.host``, ``runs.pid``, ``runs.noticed_at``).
 Add a step here, never edit one that has shipped.
 """
 
@@ -134,13 +135,17 @@ def _upgrade_1_to_2(db: peewee.Database, models: Models) -> None:
 
 def _upgrade_2_to_3(db: peewee.Database, models: Models) -> None:
     """Version 2 → 3: ``story_keys.branch`` joins that table's key; ``pull_requests`` gains
-    ``source_repository``.
+    ``source_repository``; ``runs`` gains ``host``, ``pid`` and ``noticed_at``.
 
     Rows of version 2 get ``branch = ''``: which branch lent a ``branch`` key
     was not recorded then (docs/database.md has a query that lists them).
     """
     if "source_repository" not in {c.name for c in db.get_columns("pull_requests")}:
         _sql(db, "ALTER TABLE pull_requests ADD COLUMN source_repository TEXT")
+    run_columns = {c.name for c in db.get_columns("runs")}
+    for name, sql_type in (("host", "TEXT"), ("pid", "INTEGER"), ("noticed_at", "TIMESTAMP")):
+        if name not in run_columns:
+            _sql(db, f"ALTER TABLE runs ADD COLUMN {name} {sql_type}")
     if "branch" in {c.name for c in db.get_columns("story_keys")}:
         return
     if isinstance(db, peewee.PostgresqlDatabase):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ from rcingest.default_plugins.database.checkpointer import WalCheckpointer
 from rcingest.default_plugins.database.connect import open_database, redact, scrub
 from rcingest.default_plugins.database.models import make_models
 from rcingest.default_plugins.database.rows import Rows, build_rows, utc
+from rcingest.default_plugins.database.runs import HOST, mark_dead_runs
 from rcingest.default_plugins.database.schema import SchemaError, ensure_schema
 from rcingest.default_plugins.database.writer import write_rows
 from rcingest.errors import RunFailed
@@ -124,8 +126,17 @@ class DatabaseSink(Sink[DatabaseConfig], StateStore):
         found, now = ensure_schema(self.db, self.models, self.where)
         ctx = self.context
         run = self.models.runs
+        for dead in mark_dead_runs(run, datetime.now(UTC).replace(tzinfo=None), ctx.run_id):
+            ctx.logger.warning(
+                "database %s: run %s was still marked running, but its process is gone: "
+                "marked interrupted",
+                self.where,
+                dead,
+            )
         row = {
             "id": ctx.run_id,
+            "host": HOST,
+            "pid": os.getpid(),
             "pipeline": ctx.pipeline_name,
             "source_id": ctx.source_id,
             "mode": ctx.mode,
