@@ -187,11 +187,12 @@ async def fetch_job(client: BitbucketClient, job: BackfillJob, max_commits: int)
     # is in the source repository: a fork's, for a pull request from a fork.
     source = job.source_repository or job.repository
     async for value in listing:
+        # Bitbucket lists a pull request's commits as its source branch minus its
+        # destination. They may still be on another branch (a feature branched
+        # off another), so the source branch is not ``new_on`` here: its key
+        # reaches them as ``pr_branch``, and as ``branch`` only through the
+        # push job, which excludes every other head.
         commit = commit_from_api(value, source, [pr.source_branch])
-        # Bitbucket lists a pull request's commits as its source branch minus
-        # its destination (the exclusion is done by the endpoint): those the
-        # branch brought, so they carry its key.
-        commit.new_on = [pr.source_branch]
         out.append(commit_with_pull_request(commit, pr))
         if len(out) >= max_commits:
             break
