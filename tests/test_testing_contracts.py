@@ -232,8 +232,20 @@ async def test_a_sink_that_stores_a_secret_fails(tmp_path: Path) -> None:
         return list({record_key(r): r for r in STORED}.values())
 
     assert CONTRACT_SECRET in json.dumps(msgspec.to_builtins(sample_records()))
-    with pytest.raises(AssertionError, match=r"stored a value listed in context\.secrets"):
+    with pytest.raises(AssertionError) as failed:
         await check_sink_contract(list_sink("secret"), tmp_path=tmp_path, read_back=read_back)
+    assert re.match(
+        r"^sink 'ListSink': wrote a value of context\.secrets \('s3cr…' \(26 chars\)\) "
+        r"to what read_back\(\) returned \(plain, at byte \d+\), found after close: "
+        r"secrets must be written masked",
+        str(failed.value),
+    )
+    assert CONTRACT_SECRET not in str(failed.value)
+
+
+async def test_a_sink_that_stores_nowhere_the_check_can_search_fails(tmp_path: Path) -> None:
+    with pytest.raises(AssertionError, match=r"^sink 'ListSink': wrote no file under tmp_path"):
+        await check_sink_contract(list_sink(""), tmp_path=tmp_path)
 
 
 class LooseConfig(rcingest.ComponentConfig, forbid_unknown_fields=False):

@@ -12,6 +12,9 @@ plugin's own tests prove that a sink, source or enricher honours what the
 runner relies on::
 
     await check_sink_contract(lambda ctx: MySink(MySink.Config(), ctx), tmp_path=tmp_path)
+
+The sink check searches every file the sink wrote under ``tmp_path`` (and any
+``outputs=`` or ``dump=`` it declares) for the secrets it planted (``leaks.py``).
 """
 
 from rcingest.testing.contracts import (
@@ -20,10 +23,19 @@ from rcingest.testing.contracts import (
     check_source_contract,
 )
 from rcingest.testing.fake_bitbucket import FakeBitbucket, FakeData, Faults, GenSpec
-from rcingest.testing.samples import CONTRACT_SECRET, make_test_context, record_key, sample_records
+from rcingest.testing.samples import (
+    CONTRACT_PASSWORD,
+    CONTRACT_SECRET,
+    CONTRACT_SECRETS,
+    make_test_context,
+    record_key,
+    sample_records,
+)
 
 __all__ = [
+    "CONTRACT_PASSWORD",
     "CONTRACT_SECRET",
+    "CONTRACT_SECRETS",
     "FakeBitbucket",
     "FakeData",
     "Faults",

@@ -5,8 +5,10 @@ drives it, and fails with one ``AssertionError`` naming the component and the
 rule it broke::
 
     async def test_my_sink(tmp_path):
-        await check_sink_contract(lambda ctx: MySink(MySink.Config(path="out"), ctx),
-                                  tmp_path=tmp_path)
+        await check_sink_contract(
+        lambda ctx: MySink(MySink.Config(path=str(tmp_path / "out" / "x.csv")), ctx),
+        tmp_path=tmp_path,
+    )
 
 Only rules the runner relies on or the interface docstrings state are checked.
 Deliberately not checked: that ``write`` fails before ``__aenter__`` or after
@@ -42,8 +44,9 @@ from rcingest.records import (
     Repository,
     WebhookDelivery,
 )
+from rcingest.testing.leaks import Dump, OutputScan
 from rcingest.testing.samples import (
-    CONTRACT_SECRET,
+    CONTRACT_SECRETS,
     make_test_context,
     record_key,
     sample_records,
@@ -152,20 +155,34 @@ async def check_sink_contract(
     tmp_path: Path,
     records: Sequence[Record] | None = None,
     read_back: ReadBack | None = None,
+    outputs: Sequence[str | Path] = (),
+    dump: Dump | None = None,
 ) -> None:
     """Drive a sink through one run the way the runner does, replays included.
 
-    ``factory(context)`` builds the sink. ``read_back()`` (optional, sync or
-    async) returns what the sink stored after it closed, as records or
-    ``record_key`` strings: each record written must be there exactly once,
-    and no stored value may contain ``CONTRACT_SECRET``.
+    ``factory(context)`` builds the sink; point its paths under ``tmp_path``.
+    No secret of ``CONTRACT_SECRETS`` may appear, plain or encoded, in any file
+    the run created or changed under ``tmp_path``, in the files ``outputs``
+    names (paths, folders or globs, relative to ``tmp_path``), or in what
+    ``dump()`` (sync or async) returns: the bytes a sink stored on a server.
+    ``read_back()`` (optional, sync or async) returns what the sink stored
+    after it closed, as records or ``record_key`` strings: each record written
+    must be there exactly once.
     """
     given = list(sample_records() if records is None else records)
-    ctx = make_test_context(tmp_path, secrets=frozenset({CONTRACT_SECRET}))
+    # Listed before the sink exists: what is under tmp_path already is the test's own.
+    scan = OutputScan(tmp_path, CONTRACT_SECRETS, outputs)
+    ctx = make_test_context(tmp_path, secrets=CONTRACT_SECRETS)
     sink, check = _build("sink", factory, ctx, ("__aenter__", "__aexit__", "write", "flush"))
     streams = [Checkpoint("contract:main", {"page": 1, "cursor": "a1"}), Checkpoint("ack-only")]
     batch = Batch(records=given, checkpoints=streams)
     snapshot: list[Any] = msgspec.to_builtins(given)
+
+    async def flush(what: str) -> None:
+        await check.call(what, sink.flush())
+        # A SQLite WAL or journal may hold a secret now and be gone after close.
+        if leak := scan.during(f"after {what}"):
+            raise check.fail(leak)
 
     async def write(what: str, b: Batch) -> None:
         # The runner writes then flushes each batch before it acknowledges anything.
@@ -174,7 +191,7 @@ async def check_sink_contract(
         check.unchanged(what, snapshot if b.records else [], b.records)
         if b.checkpoints != before_cps:
             raise check.fail(f"{what} changed the checkpoints of the batch it was given")
-        await check.call(f"flush() after {what}", sink.flush())
+        await flush(f"flush() after {what}")
 
     # Like the runner: a sink that is a StateStore keeps the cursors and is asked for them.
     store = sink if isinstance(sink, StateStore) else None
@@ -184,7 +201,7 @@ async def check_sink_contract(
             first = await check.call("load_cursors()", store.load_cursors(ctx.source_id))
             if not isinstance(first, Mapping):
                 raise check.fail("load_cursors() must return a mapping of stream to state")
-        await check.call("flush() before any write", sink.flush())
+        await flush("flush() before any write")
         # A source fills in the window and its description while streaming.
         dates = [r.date for r in given if isinstance(r, Commit)]
         if dates:
@@ -195,7 +212,7 @@ async def check_sink_contract(
         await write("write() of checkpoints only", Batch([], [Checkpoint("contract:main", None)]))
         # At-least-once: after a failure the runner (or a rerun) writes the same batch again.
         await write("write() of the same batch again (a replay)", batch)
-        await check.call("a second flush()", sink.flush())
+        await flush("a second flush()")
         if store is not None:
             saved = await check.call("load_cursors()", store.load_cursors(ctx.source_id))
             if dict(saved).get("contract:main") != {"page": 1, "cursor": "a1"}:
@@ -210,8 +227,21 @@ async def check_sink_contract(
     ctx.status = "succeeded"  # the runner sets it before it closes the sinks
     await check.call("__aexit__()", sink.__aexit__(None, None, None))
     check.unchanged("__aexit__()", snapshot, given)
+    dumped = None if dump is None else await check.call("dump()", _awaited(dump))
+    if leak := scan.after_close(dumped):
+        raise check.fail(leak)
     if read_back is not None:
-        await _check_read_back(check, read_back, given)
+        await _check_read_back(check, scan, read_back, given)
+    elif not scan.searched and dump is None:
+        raise check.fail(
+            f"wrote no file under tmp_path ({tmp_path}) and declares no outputs= or dump=, "
+            "so nothing it stored could be searched for secrets"
+        )
+
+
+async def _awaited(produce: Callable[[], Any]) -> Any:
+    got = produce()
+    return await got if inspect.isawaitable(got) else got
 
 
 async def _quiet_exit(component: Sink[Any] | Source[Any], exc: BaseException) -> None:
@@ -222,14 +252,11 @@ async def _quiet_exit(component: Sink[Any] | Source[Any], exc: BaseException) ->
         pass
 
 
-async def _awaited(read_back: ReadBack) -> list[Record | str]:
-    got = read_back()
-    return list(await got if inspect.isawaitable(got) else got)
-
-
-async def _check_read_back(check: _Checker, read_back: ReadBack, given: list[Record]) -> None:
+async def _check_read_back(
+    check: _Checker, scan: OutputScan, read_back: ReadBack, given: list[Record]
+) -> None:
     """Closing writes the output; a replay stored nothing twice; no secret was stored."""
-    stored = await check.call("read_back()", _awaited(read_back))
+    stored = list(await check.call("read_back()", _awaited(read_back)))
     keys = [item if isinstance(item, str) else record_key(item) for item in stored]
     for record in given:
         n = keys.count(record_key(record))
@@ -237,8 +264,8 @@ async def _check_read_back(check: _Checker, read_back: ReadBack, given: list[Rec
             raise check.fail(
                 f"{_describe(record)} is stored {n} times after close and a replay, not once"
             )
-    if CONTRACT_SECRET in msgspec.json.encode(stored).decode():
-        raise check.fail("stored a value listed in context.secrets (it must be masked)")
+    if leak := scan.search(msgspec.json.encode(stored), "what read_back() returned", "after close"):
+        raise check.fail(leak)
 
 
 async def check_source_contract(

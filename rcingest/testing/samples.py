@@ -23,11 +23,25 @@ from rcingest.records import (
     WebhookDelivery,
 )
 
-__all__ = ["CONTRACT_SECRET", "ZONE", "make_test_context", "record_key", "sample_records"]
+__all__ = [
+    "CONTRACT_PASSWORD",
+    "CONTRACT_SECRET",
+    "CONTRACT_SECRETS",
+    "ZONE",
+    "make_test_context",
+    "record_key",
+    "sample_records",
+]
 
 #: A secret value the sink check puts in ``context.secrets`` and in one commit
 #: message: what a sink stores must never contain it (writing-plugins.md).
 CONTRACT_SECRET = "s3cr3t-contract-token-9f2c"  # noqa: S105 (a fake, public on purpose)
+#: A second one, in the merge commit's message, with the characters JSON and URLs
+#: escape (quote, backslash, slash, plus, ampersand, space, non-ASCII): a sink
+#: that masks the plain value after escaping it still writes this one.
+CONTRACT_PASSWORD = 'pw"contract\\7d/1a+&= é'  # noqa: S105
+#: Every secret the sink check plants; ``context.secrets`` of its run.
+CONTRACT_SECRETS = frozenset({CONTRACT_SECRET, CONTRACT_PASSWORD})
 ZONE = ZoneInfo("America/Phoenix")
 
 
@@ -88,7 +102,14 @@ def sample_records() -> list[Record]:
             story_keys=[StoryKey("REL-12", ("message", "branch", "pr_title", "pr_branch"))],
         ),
         # Fetched, and really touching no file.
-        Commit(**ada, hash=merge, date=t0.replace(hour=12), parents=[main, fix], files=[]),
+        Commit(
+            **ada,
+            hash=merge,
+            date=t0.replace(hour=12),
+            message=f"Merge pull request #7 (deploy password: {CONTRACT_PASSWORD})",
+            parents=[main, fix],
+            files=[],
+        ),
         PullRequest(
             id=ref.id,
             repository="acme/api",
