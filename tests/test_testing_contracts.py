@@ -366,8 +366,26 @@ def _plain_signature(func: Any) -> str:
     return f"{func.__name__}({', '.join(parts)})"
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _block(doc: str, heading: str, language: str) -> str:
+    """The first fenced ``language`` block under ``heading``."""
+    section = doc.split(f"\n{heading}\n", 1)[1]
+    return section.split(f"```{language}\n", 1)[1].split("```", 1)[0]
+
+
+def test_writing_plugins_shows_the_example_plugins_files_verbatim() -> None:
+    doc = (ROOT / "docs" / "writing-plugins.md").read_text(encoding="utf-8")
+    plugin = ROOT / "plugins" / "rcingest-jsonl"
+    heading = "## 2. `pyproject.toml`: the entry point is the whole integration"
+    assert _block(doc, heading, "toml") == (plugin / "pyproject.toml").read_text()
+    heading = "## A complete pipeline against the fake Bitbucket"
+    assert _block(doc, heading, "python") == (plugin / "tests" / "test_pipeline.py").read_text()
+
+
 def test_writing_plugins_documents_the_checks() -> None:
-    doc = (Path(__file__).resolve().parent.parent / "docs" / "writing-plugins.md").read_text()
+    doc = (ROOT / "docs" / "writing-plugins.md").read_text()
     section = doc.split("\n## Testing your plugin against the contracts\n", 1)[1]
     for func in (check_sink_contract, check_source_contract, check_enricher_contract):
         assert f"`{_plain_signature(func)}`" in section

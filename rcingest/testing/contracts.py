@@ -5,10 +5,12 @@ drives it, and fails with one ``AssertionError`` naming the component and the
 rule it broke::
 
     async def test_my_sink(tmp_path):
-        await check_sink_contract(
-        lambda ctx: MySink(MySink.Config(path=str(tmp_path / "out" / "x.csv")), ctx),
-        tmp_path=tmp_path,
-    )
+        out = tmp_path / "out" / "x.csv"
+        await check_sink_contract(lambda ctx: MySink(MySink.Config(path=str(out)), ctx),
+                                  tmp_path=tmp_path)
+
+The sink check also searches every byte the sink wrote for the secrets it
+planted (``leaks.py``): reading back what a sink stored is not enough.
 
 Only rules the runner relies on or the interface docstrings state are checked.
 Deliberately not checked: that ``write`` fails before ``__aenter__`` or after

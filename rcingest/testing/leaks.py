@@ -169,8 +169,11 @@ def _sqlite_tables(path: Path) -> Iterable[tuple[str, bytes]]:
         db.close()
 
 
-def _digest(path: Path) -> bytes:
-    return hashlib.blake2b(path.read_bytes(), digest_size=16).digest()
+def _digest(path: Path) -> bytes | None:
+    try:
+        return hashlib.blake2b(path.read_bytes(), digest_size=16).digest()
+    except OSError:
+        return None  # gone since it was listed (a temporary file renamed into place)
 
 
 def _files_under(root: Path) -> list[Path]:
@@ -210,7 +213,9 @@ class OutputScan:
             return str(path)
 
     def _written(self) -> list[Path]:
-        return [p for p in _files_under(self.root) if self._before.get(p) != _digest(p)]
+        return [
+            p for p in _files_under(self.root) if (d := _digest(p)) and self._before.get(p) != d
+        ]
 
     def _declared(self) -> tuple[list[Path], str | None]:
         """The files ``outputs`` names, or the entry that names none."""

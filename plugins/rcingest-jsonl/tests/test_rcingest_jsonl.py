@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import msgspec
+import pytest
 from click.testing import CliRunner
 from rcingest_jsonl import JsonlConfig, JsonlSink
 
@@ -79,3 +80,19 @@ def _masked(record: Record) -> Record:
     for secret in CONTRACT_SECRETS:
         message = message.replace(secret, "***")
     return msgspec.structs.replace(record, message=message)
+
+
+async def test_honours_the_sink_contract_on_stdout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Nothing lands in a file: dump= hands the check what the sink printed.
+    printed: list[str] = []
+
+    def dump() -> str:
+        printed.append(capsys.readouterr().out)
+        return printed[-1]
+
+    await check_sink_contract(
+        lambda ctx: JsonlSink(JsonlConfig(path="-"), ctx), tmp_path=tmp_path, dump=dump
+    )
+    assert printed[0].count('"type":"commit"') == 6  # three commits, written twice
