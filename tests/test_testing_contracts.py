@@ -77,9 +77,12 @@ def _artifact_commits(path: Path) -> list[Record]:
 
 async def test_json_artifact_sink_passes(tmp_path: Path) -> None:
     out = tmp_path / "artifacts"
+    # Every file it writes under tmp_path is searched for the planted secrets; outputs=
+    # also fails the test if the artifact is not where the docs say.
     await check_sink_contract(
         lambda ctx: JsonArtifactSink(JsonArtifactConfig(artifacts_dir=str(out)), ctx),
         tmp_path=tmp_path,
+        outputs=["artifacts/scan_contract-run-1.json"],
     )
     # Its payload holds commits: those are read back, exactly once after the replay.
     commits = [r for r in sample_records() if isinstance(r, Commit)]
@@ -115,6 +118,7 @@ async def test_database_sink_passes_on_sqlite(tmp_path: Path) -> None:
         lambda ctx: DatabaseSink(DatabaseConfig(database=str(db)), ctx),
         tmp_path=tmp_path,
         read_back=lambda: _database_rows(db),
+        outputs=["db/commits.db"],  # searched raw, its WAL while it exists, table by table
     )
 
 
