@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgspec
 import pytest
 
 from rcingest.bitbucket import api
@@ -164,11 +165,15 @@ def test_error_message_from_envelope_and_text() -> None:
 
 
 def test_page_next_rules() -> None:
-    assert page_next({"values": [1], "next": "https://api/x?page=2"}) == "https://api/x?page=2"
-    assert page_next({"values": [1]}) is None
+    """The rule typed_pages follows, on pages decoded the way the client decodes them."""
+    decode = msgspec.json.Decoder(api.Page[dict[str, Any]]).decode
+    real = (FIX / "rest_commits-list-with-next_go-scm.json").read_bytes()
+    assert page_next(decode(real)) == json.loads(real)["next"]
+    assert page_next(decode(b'{"values": [{}]}')) is None
+    assert page_next(decode(b'{"values": [{}], "next": ""}')) is None
     # Bitbucket sometimes sends ``next`` on an empty last page: the listing ends anyway.
-    assert page_next({"values": [], "next": "https://api/x?page=3"}) is None
-    assert page_next([]) is None
+    assert page_next(decode(b'{"values": [], "next": "https://api/x?page=3"}')) is None
+    assert page_next(decode(b"{}")) is None
 
 
 # --- the window ----------------------------------------------------------------------

@@ -7,9 +7,13 @@ Policy, in one place:
   ``base_url`` (another scheme, host, port or path prefix) is refused, so
   credentials only ever go to the API; at most ``MAX_REDIRECTS`` (5)
   same-API redirects are followed per request;
-* 429, 5xx (including diffstat's 555), connection errors and timeouts are
+* 429, 5xx (including diffstat's 555), timeouts, resets and disconnects are
   retried with ``backoff`` (exponential with jitter, or ``Retry-After`` when
   sent), bounded by ``max_tries`` and ``max_time``; other 4xx fail at once;
+* what retrying cannot fix fails at once with ``Unreachable`` naming the
+  origin: a TLS certificate that does not verify, and, while the host has
+  not answered yet in this client, a refused connection, a failed DNS lookup
+  or no route (``retry.unreachable_kind``);
 * at most ``concurrency`` requests are in flight, and a retry sleeps outside
   its slot; a rolling-hour budget (``requests_per_hour``) paces a run that
   would exceed it instead of letting it trip 429s.
@@ -32,8 +36,16 @@ from yarl import URL
 from rcingest.bitbucket import api
 from rcingest.bitbucket.auth import AuthConfig, auth_header, auth_secrets
 from rcingest.bitbucket.budget import HourlyBudget
-from rcingest.bitbucket.parse import error_message
-from rcingest.bitbucket.retry import BitbucketError, Retryable, retry_after_seconds, wait_gen
+from rcingest.bitbucket.parse import error_message, page_next
+from rcingest.bitbucket.retry import (
+    BitbucketError,
+    Retryable,
+    Unreachable,
+    retry_after_seconds,
+    unreachable_detail,
+    unreachable_kind,
+    wait_gen,
+)
 from rcingest.errors import ConfigError
 from rcingest.interfaces import ComponentConfig, Stats
 from rcingest.runtime import redact
@@ -45,6 +57,7 @@ __all__ = [
     "BitbucketClient",
     "BitbucketError",
     "ClientConfig",
+    "Unreachable",
     "page_size",
 ]
 
@@ -135,6 +148,9 @@ class BitbucketClient:
             cap=config.backoff_max,
         )(self._attempt)
         self._decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+        #: Whether the API host has answered (any status): from then on a refused
+        #: connection or a failed lookup is a restart or a blip, and is retried.
+        self._answered = False
 
     async def __aenter__(self) -> BitbucketClient:
         if self.anonymous and not self._warned_anonymous:
@@ -176,6 +192,12 @@ class BitbucketClient:
         text = redact(text, self._secrets)
         # A user name alone in an API URL is masked as well (runtime.redact keeps it).
         return re.sub(r"(https?://)[^/@\s]+@", r"\1***@", text)
+
+    @staticmethod
+    def _origin(url: URL) -> str:
+        """``scheme://host:port`` of ``url``: no user-info, path or query (may hold secrets)."""
+        host = f"[{url.host}]" if url.host and ":" in url.host else url.host
+        return f"{url.scheme}://{host}:{url.port}"
 
     def url_for(self, path_or_url: str, params: Params | None = None) -> URL:
         """An absolute URL under ``base_url`` (same scheme, host, port and path prefix)."""
@@ -246,11 +268,20 @@ class BitbucketClient:
             self.stats.incr("http.requests")
             try:
                 async with self._session.get(url, headers=headers, allow_redirects=False) as resp:
+                    self._answered = True
                     body = await resp.read()
                     status, reason = resp.status, resp.reason or ""
                     retry_after = resp.headers.get("Retry-After")
                     location = resp.headers.get("Location")
             except (aiohttp.ClientError, TimeoutError) as exc:
+                kind = unreachable_kind(exc, answered_before=self._answered)
+                if kind is not None:
+                    raise Unreachable(
+                        kind,
+                        self._origin(url),
+                        self.redact(url.raw_path_qs),
+                        self.redact(unreachable_detail(exc)),
+                    ) from None
                 message = self.redact(f"{type(exc).__name__}: {exc}".rstrip(": "))
                 raise Retryable(shown, None, message, None) from None
         if 200 <= status < 300:
@@ -324,10 +355,9 @@ class BitbucketClient:
                 page = decoder.decode(body)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 raise BitbucketError(f"GET {self.redact(url)}: unexpected page: {exc}") from None
-            if not page.values:
-                return
-            yield page.values
-            url = page.next or None
+            if page.values:
+                yield page.values
+            url = page_next(page)
             if url is not None:
                 self.url_for(url)  # refuse a foreign ``next`` before anything else
 

@@ -139,19 +139,15 @@ def repository_from_api(value: dict[str, Any] | api.Repository) -> Repository:
     )
 
 
-def page_next(body: Any) -> str | None:
-    """The ``next`` URL of a decoded page, or ``None`` when this is the last page.
+def page_next(page: api.Page[Any]) -> str | None:
+    """The ``next`` URL of a page, or ``None`` when this is the last page.
 
     An empty ``values`` ends the listing even when ``next`` is present
     (Bitbucket sends ``next`` on some empty last pages, BCLOUD-22441).
     """
-    if not isinstance(body, dict):
+    if not page.values or not page.next:
         return None
-    values = body.get("values")
-    nxt = body.get("next")
-    if not values or not isinstance(nxt, str) or not nxt:
-        return None
-    return nxt
+    return page.next
 
 
 _ERROR = msgspec.json.Decoder(api.Error)
