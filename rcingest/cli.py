@@ -15,7 +15,6 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -24,8 +23,10 @@ import click
 from rcingest import __version__
 from rcingest.config import Pipeline, load_pipeline
 from rcingest.errors import ConfigError, RcingestError
+from rcingest.moments import iso_moment
 from rcingest.pipeline import Runner, RunResult
 from rcingest.plugins import Manager, Registry, describe_plugins, make_plugin_manager
+from rcingest.preflight import preflight
 from rcingest.runtime import make_context, redact, setup_logging
 from rcingest.summary import format_summary, progress_printer
 
@@ -66,12 +67,11 @@ def _iso(option: str) -> Callable[[click.Context, click.Parameter, str | None], 
         if value is None:
             return None
         try:
-            moment = datetime.fromisoformat(value)
+            # The same reading as a date or time in the pipeline file: "2026-11-01" is
+            # the start of that day; a naive value stays naive (the pipeline's zone).
+            return iso_moment(value)
         except ValueError:
             raise click.BadParameter(f"not an ISO 8601 date or time: {value!r}") from None
-        # Python reads "2026-11-01" or "2026-11-01T00:00"; the config wants
-        # RFC 3339 with seconds. A naive value stays naive: the pipeline's zone applies.
-        return moment.isoformat()
 
     return check
 
@@ -298,9 +298,12 @@ async def _summaries(runner: Runner, interval: float) -> None:
 @click.argument("pipeline", type=click.Path(dir_okay=False))
 @click.pass_context
 def validate(ctx: click.Context, pipeline: str) -> None:
-    """Check a pipeline file and report every problem with its YAML path.
+    """Check a pipeline file as run and serve would, and report every problem with its YAML path.
 
-    Unknown keys are errors. Exit 0 when valid, 2 when not.
+    Unknown keys are errors. Every component is built as run builds it (so an
+    API token without its e-mail or a webhook source without a secret is
+    caught), without contacting the network or writing anything.
+    Exit 0 when valid, 2 when not.
 
     \b
     Example:
@@ -308,9 +311,12 @@ def validate(ctx: click.Context, pipeline: str) -> None:
     """
     path = Path(pipeline)
     try:
-        loaded = load_pipeline(path, _registry(ctx))
+        report = preflight(path, _registry(ctx))
     except RcingestError as exc:
         _fail(exc)
+    if report.pipeline is None:  # then there are problems, each with its YAML path
+        _fail(ConfigError(report.problems[0], report.problems), report.secrets)
+    loaded = report.pipeline
     n_enrich, n_sinks = len(loaded.enrichers), len(loaded.sinks)
     click.echo(
         f"ok: {path}: source {loaded.source.label}, {n_enrich} enricher(s), {n_sinks} sink(s)"

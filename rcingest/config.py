@@ -2,8 +2,9 @@
 
 The pipeline Struct knows nothing of plugin types: each component's
 ``config:`` mapping is converted into that component's own ``Config`` Struct.
-``validate`` reports every problem at once, each with its YAML path; the
-``load`` path stops at the first, with the same wording.
+Every problem is reported at once, each with its YAML path and never with a
+value (it may be a secret). ``rcingest.preflight`` adds what only building
+the components finds, for ``rcingest validate``.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
-import yaml
 
 from rcingest.errors import ConfigError
 from rcingest.interfaces import ComponentConfig
 from rcingest.plugins import Kind, Registered, Registry
+from rcingest.moments import normalise_moments
 from rcingest.validation import errors_for, struct_problem
+from rcingest.yaml_file import read_yaml
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 #: Values of variables with such names are secrets: redacted from logs and never echoed.
@@ -88,34 +90,6 @@ class Pipeline:
     secrets: frozenset[str] = field(default_factory=frozenset)
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that keeps timestamps as strings: msgspec parses them, in the pipeline's zone."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def read_yaml(path: Path) -> Any:
-    """Parse a YAML file; errors name the file, line and column."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such pipeline file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        raise ConfigError(f"{path}: invalid YAML at {where}: {exc.problem}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
-
-
 def interpolate(
     data: Any, environ: Mapping[str, str], path: str = "$"
 ) -> tuple[Any, set[str], list[str]]:
@@ -169,7 +143,8 @@ FLAG_FIELDS: dict[str, tuple[str, ...]] = {
 _EXCLUSIVE = {"hours": ("since", "until"), "since": ("hours",)}
 
 
-def _entries(data: dict[str, Any]) -> list[tuple[Kind, str, dict[str, Any]]]:
+def entries(data: dict[str, Any]) -> list[tuple[Kind, str, dict[str, Any]]]:
+    """Each component entry of a pipeline mapping: its kind, YAML path and mapping."""
     out: list[tuple[Kind, str, dict[str, Any]]] = []
     if isinstance(data.get("source"), dict):
         out.append(("source", "$.source", data["source"]))
@@ -190,7 +165,7 @@ def apply_overrides(
         if value is None:
             continue
         hit = False
-        for kind, _path, entry in _entries(data):
+        for kind, _path, entry in entries(data):
             try:
                 registered = registry.get(kind, str(entry.get("type")))
             except ConfigError:
@@ -218,7 +193,7 @@ def problems(data: Any, registry: Registry) -> list[str]:
     found = errors_for(data, PipelineConfig, "$")
     if not isinstance(data, dict):
         return found
-    for kind, path, entry in _entries(data):
+    for kind, path, entry in entries(data):
         type_name = entry.get("type")
         if not isinstance(type_name, str):
             continue
@@ -238,30 +213,66 @@ def problems(data: Any, registry: Registry) -> list[str]:
     return found
 
 
-def load_pipeline(
+@dataclass
+class Prepared:
+    """A pipeline file read, interpolated, overridden and checked against the Structs."""
+
+    path: Path
+    data: dict[str, Any]
+    secrets: frozenset[str]
+    #: Every problem found, as ``$.path: message`` (without the file name).
+    problems: list[str]
+
+
+def prepare(
     path: Path,
     registry: Registry,
     *,
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
-) -> Pipeline:
-    """Read, interpolate, override and validate a pipeline.
+) -> Prepared:
+    """Read, interpolate, override, normalise dates and validate, collecting every problem.
 
-    Raises ``ConfigError`` listing every problem found, each with its YAML path.
+    Raises ``ConfigError`` only when there is nothing to check (the file is
+    missing, is not YAML or not a mapping; a flag no component accepts).
     """
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: $: expected a mapping at the top level")
     data, secrets, found = interpolate(raw, os.environ if environ is None else environ)
     data = apply_overrides(data, overrides or {}, registry)
+    for kind, _where, entry in entries(data):
+        registered = _lookup(registry, kind, entry.get("type"))
+        if registered is not None and isinstance(entry.get("config"), dict):
+            # ``since: 2026-11-01`` means what ``--since 2026-11-01`` means.
+            entry["config"] = normalise_moments(entry["config"], registered.component.Config)
     found += problems(data, registry)
+    return Prepared(path, data, frozenset(secrets), list(dict.fromkeys(found)))
+
+
+def _lookup(registry: Registry, kind: Kind, type_name: Any) -> Registered | None:
+    if not isinstance(type_name, str):
+        return None
+    try:
+        return registry.get(kind, type_name)
+    except ConfigError:
+        return None
+
+
+def raise_problems(path: Path, found: list[str]) -> None:
+    """Raise one ``ConfigError`` listing ``found`` (``$.path: message`` lines) for ``path``."""
     if found:
         listed = [f"{path}: {p}" for p in dict.fromkeys(found)]
         head = listed[0] if len(listed) == 1 else f"{path}: {len(listed)} problems"
         raise ConfigError(head, listed)
-    config = msgspec.convert(data, PipelineConfig)
 
-    def resolve(kind: Kind, spec: ComponentSpec, where: str) -> Component:
+
+def resolve(prepared: Prepared, registry: Registry) -> Pipeline:
+    """The ``Pipeline`` of a prepared file without problems."""
+    path = prepared.path
+    config = msgspec.convert(prepared.data, PipelineConfig)
+
+    def component(kind: Kind, spec: ComponentSpec, where: str) -> Component:
         registered = registry.get(kind, spec.type)
         try:
             cfg = msgspec.convert(spec.config, registered.component.Config)
@@ -273,10 +284,28 @@ def load_pipeline(
         path=path,
         config=config,
         timezone=ZoneInfo(config.timezone),
-        source=resolve("source", config.source, "$.source"),
+        source=component("source", config.source, "$.source"),
         enrichers=[
-            resolve("enricher", e, f"$.enrichers[{i}]") for i, e in enumerate(config.enrichers)
+            component("enricher", e, f"$.enrichers[{i}]") for i, e in enumerate(config.enrichers)
         ],
-        sinks=[resolve("sink", s, f"$.sinks[{i}]") for i, s in enumerate(config.sinks)],
-        secrets=frozenset(secrets),
+        sinks=[component("sink", s, f"$.sinks[{i}]") for i, s in enumerate(config.sinks)],
+        secrets=prepared.secrets,
     )
+
+
+def load_pipeline(
+    path: Path,
+    registry: Registry,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Pipeline:
+    """Read, interpolate, override and validate a pipeline.
+
+    Raises ``ConfigError`` listing every problem found, each with its YAML path.
+    ``rcingest validate`` goes further (``rcingest.preflight``): it also builds
+    every component, as ``run`` does.
+    """
+    prepared = prepare(path, registry, overrides=overrides, environ=environ)
+    raise_problems(path, prepared.problems)
+    return resolve(prepared, registry)

@@ -71,10 +71,13 @@ def _describe(error: jsonschema.ValidationError) -> list[tuple[list[Any], str]]:
     if v == "additionalProperties" and isinstance(error.instance, dict):
         known = set(schema.get("properties", {}))
         return [([*where, k], "unknown field") for k in error.instance if k not in known]
-    if v == "required":
-        match = re.match(r"'([^']+)'", error.message)
-        name = match.group(1) if match else "?"
-        return [([*where, name], "missing required field")]
+    if v == "required" and isinstance(error.instance, dict):
+        wanted = error.validator_value if isinstance(error.validator_value, list) else []
+        return [([*where, k], "missing required field") for k in wanted if k not in error.instance]
+    if v in ("anyOf", "oneOf"):
+        fitting = _fitting_branch(error)
+        if fitting:
+            return [found for sub in fitting for found in _describe(sub)]
     if v == "type" or v in ("anyOf", "oneOf"):
         wanted = _types_of(schema)
         names = [_JSON_TYPES.get(t, t) for t in wanted]
@@ -99,10 +102,33 @@ def _describe(error: jsonschema.ValidationError) -> list[tuple[list[Any], str]]:
         "minItems": "must have at least {} items",
         "maxItems": "must have at most {} items",
         "pattern": "must match the pattern {}",
+        "multipleOf": "must be a multiple of {}",
+        "minProperties": "must have at least {} entries",
+        "maxProperties": "must have at most {} entries",
     }
     if v in simple:
         return [(where, simple[str(v)].format(error.validator_value))]
+    if v == "uniqueItems":
+        return [(where, "must not repeat an item")]
     return [(where, f"invalid ({v})")]
+
+
+def _fitting_branch(error: jsonschema.ValidationError) -> list[jsonschema.ValidationError]:
+    """The errors of the union branch whose type the value has, if one has it.
+
+    ``hours: -4.0`` against ``float > 0 | None`` fails both branches; the
+    ``null`` branch on the type, the number branch on its bound. Only the
+    bound says what is wrong ("must be > 0"); "expected float or null" would not.
+    """
+    branches: dict[Any, list[jsonschema.ValidationError]] = {}
+    for sub in error.context or ():
+        if sub.relative_schema_path:
+            branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+    for errors in branches.values():
+        wrong_type = any(e.validator == "type" and not e.relative_path for e in errors)
+        if not wrong_type:
+            return errors
+    return []
 
 
 def struct_problem(exc: msgspec.ValidationError, prefix: str) -> str:

@@ -7,6 +7,7 @@ replaces the password with ``***``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -41,13 +42,15 @@ def open_database(
     *,
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
     busy_timeout_ms: int = 5000,
+    create_folders: bool = True,
 ) -> tuple[peewee.Database, str | None]:
     """A not-yet-connected peewee Database for ``spec``, and its password (or None).
 
     SQLite gets WAL, the busy timeout and ``synchronous``; its parent folders
-    are created. The password (of the URL's credentials, or its ``?password=``
-    query parameter, which libpq prefers) is returned so callers can scrub
-    driver messages.
+    are created (``create_folders=False``, for ``rcingest validate``: only
+    checked to be creatable). The password (of the URL's credentials, or its
+    ``?password=`` query parameter, which libpq prefers) is returned so callers
+    can scrub driver messages.
     """
     if is_postgres(spec):
         return _postgres(spec)
@@ -57,7 +60,13 @@ def open_database(
             "SQLite or postgresql://user:password@host:port/dbname"
         )
     path = Path(spec).expanduser()
-    if spec != ":memory:":
+    if spec != ":memory:" and not create_folders:
+        if not _creatable(path.parent):
+            raise ConfigError(
+                f"database {spec!r}: cannot create folder {str(path.parent)!r}: "
+                "a parent is not a writable folder"
+            )
+    elif spec != ":memory:":
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -83,6 +92,14 @@ def open_database(
         lock_type="IMMEDIATE",
     )
     return db, None
+
+
+def _creatable(folder: Path) -> bool:
+    """Whether ``folder`` exists or could be made: its nearest existing ancestor is a writable folder."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            return candidate.is_dir() and os.access(candidate, os.W_OK | os.X_OK)
+    return False
 
 
 def _postgres(spec: str) -> tuple[peewee.Database, str | None]:

@@ -75,6 +75,16 @@ class DatabaseSink(Sink[DatabaseConfig], StateStore):
         self._checkpointer: WalCheckpointer | None = None
         self._run_updated = 0.0
 
+    @classmethod
+    def preflight(cls, config: DatabaseConfig, context: RunContext) -> None:
+        """``rcingest validate``: what the constructor refuses, without creating folders."""
+        open_database(
+            config.database,
+            synchronous=config.synchronous,
+            busy_timeout_ms=config.busy_timeout_ms,
+            create_folders=False,
+        )
+
     # -- plumbing ---------------------------------------------------------------
 
     async def _call(self, action: str, func: Callable[..., T], *args: Any) -> T:
