@@ -21,8 +21,8 @@ import msgspec
 
 from rcingest.errors import ConfigError
 from rcingest.interfaces import ComponentConfig
-from rcingest.plugins import Kind, Registered, Registry
 from rcingest.moments import normalise_moments
+from rcingest.plugins import Kind, Registered, Registry
 from rcingest.validation import errors_for, struct_problem
 from rcingest.yaml_file import read_yaml
 

@@ -17,6 +17,7 @@ sink does: its constructor creates the SQLite file's folder).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,8 +60,8 @@ def preflight(
     path: Path,
     registry: Registry,
     *,
-    overrides: dict[str, Any] | None = None,
-    environ: dict[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Report:
     """Every problem ``run``/``serve`` would stop on, each with its YAML path; no I/O."""
     try:
@@ -129,7 +130,7 @@ def _buildable(prepared: Prepared, registry: Registry, found: list[str]) -> list
 
 
 def build_problems(component: Component, context: RunContext) -> list[str]:
-    """What building ``component`` the way ``Runner._build`` does refuses, as ``$.path: message``."""
+    """What building ``component`` as ``Runner._build`` does refuses, as ``$.path: message``."""
     factory = component.registered.component
     check = getattr(factory, "preflight", None)
     try:

@@ -58,9 +58,7 @@ def _restore_references(node: Any, refs: list[str]) -> Any:
     if not refs:
         return node
     if isinstance(node, dict):
-        return {
-            _restore_references(k, refs): _restore_references(v, refs) for k, v in node.items()
-        }
+        return {_restore_references(k, refs): _restore_references(v, refs) for k, v in node.items()}
     if isinstance(node, list):
         return [_restore_references(v, refs) for v in node]
     if isinstance(node, str) and _MARK in node:

@@ -176,3 +176,24 @@ def test_until_alone_keeps_hours(manager: Any, write_yaml: Any) -> None:
     assert out["source"]["config"] == {"hours": 4, "until": "2026-11-02T00:00:00"}
     out = apply_overrides(out, {"hours": 2}, Reg())  # type: ignore[arg-type]
     assert out["source"]["config"] == {"hours": 2}
+
+
+def test_validate_builds_components_but_opens_none(
+    manager: Any, write_yaml: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # jsonl (a third-party plugin) opens out.jsonl in __aenter__; run would also
+    # write pipeline.state.json, since no sink here stores cursors.
+    monkeypatch.chdir(tmp_path)
+    path = write_yaml(GOOD)
+    result = _validate(manager, path)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipeline.yaml"]
+
+
+def test_load_pipeline_lists_every_problem_with_a_count(manager: Any, write_yaml: Any) -> None:
+    path = write_yaml(GOOD.replace("count: 3", "nope: 1").replace("test_suffix", "test_nah"))
+    with pytest.raises(ConfigError) as info:
+        load_pipeline(path, Registry(manager))
+    assert str(info.value) == f"{path}: 2 problems"
+    assert info.value.problems[0] == f"{path}: $.source.config.nope: unknown field"
+    assert info.value.problems[1].startswith(f"{path}: $.enrichers[0].type: ")

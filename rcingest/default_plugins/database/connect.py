@@ -95,7 +95,7 @@ def open_database(
 
 
 def _creatable(folder: Path) -> bool:
-    """Whether ``folder`` exists or could be made: its nearest existing ancestor is a writable folder."""
+    """Whether ``folder`` exists or could be made: its nearest existing ancestor is writable."""
     for candidate in (folder, *folder.parents):
         if candidate.exists():
             return candidate.is_dir() and os.access(candidate, os.W_OK | os.X_OK)
