@@ -91,8 +91,8 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
     def __init__(self, config: WebhookConfig, context: RunContext) -> None:
         super().__init__(config, context)
         if config.secret is None and not config.insecure:
-            # Checked here rather than in the Config so that `rcingest validate`
-            # accepts the example without the variable set; serve refuses to start.
+            # A rule of the component, not of its Config's shape: `rcingest validate`
+            # reaches it by building the component as serve does (preflight.py).
             raise ConfigError(
                 "no webhook secret: set BITBUCKET_WEBHOOK_SECRET (source.config.secret) "
                 "or `insecure: true` to accept unsigned deliveries"
