@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import inspect
 import logging
 import re
 from collections.abc import Iterator
@@ -31,12 +32,17 @@ class _Writer:
     output_size = 0
 
 
+# Older aiohttp (before the argument existed) refuses it, so only supply it when taken.
+_TAKES_STREAM_WRITER = "stream_writer" in inspect.signature(aiohttp.ClientResponse).parameters
+
+
 class _CompatResponse(aiohttp.ClientResponse):
     """aioresponses 0.7.9 does not pass aiohttp 3.14's new ``stream_writer`` argument
     (pnuckowski/aioresponses#289); this supplies it."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("stream_writer", _Writer())
+        if _TAKES_STREAM_WRITER:
+            kwargs.setdefault("stream_writer", _Writer())
         super().__init__(*args, **kwargs)
 
 
