@@ -36,7 +36,7 @@ TABLE: list[tuple[str, list[str], list[str]]] = [
     ("bugfix/OPS-7_timeout", ["OPS-7"], ["OPS-7"]),
     ("hotfix-OPS-8", ["OPS-8"], ["OPS-8"]),
     ("(OPS-1) #comment deployed #time 1h", ["OPS-1"], ["OPS-1"]),
-    ("MY_PROJ-4 keys may hold an underscore", ["MY_PROJ-4"], ["PROJ-4"]),
+    ("MY_PROJ-4 keys may hold an underscore", ["MY_PROJ-4"], ["MY_PROJ-4"]),
     ("J2-123 digits in a project key", ["J2-123"], ["J2-123"]),
     ("REL-12 and REL-12 again", ["REL-12"], ["REL-12"]),
     ("rel-12 lower case", [], ["REL-12"]),

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
 from rcingest.hookspecs import RegisterEnricher, hookimpl
 from rcingest.interfaces import ComponentConfig, Enricher, RunContext
 from rcingest.records import Commit, PullRequest, Record, StoryKey, StoryKeyOrigin
-from rcingest.storykeys import DEFAULT_IGNORE, KeyExtractor, merge_story_keys
+from rcingest.storykeys import (
+    DEFAULT_IGNORE,
+    PROJECT_KEY_PATTERN,
+    KeyExtractor,
+    merge_story_keys,
+)
+
+
+#: A project key as Jira allows it (``REL``, ``J2``, ``MY_PROJ``; any case):
+#: an entry that is not one (``REL-1``, ``A``) could never match, so it is refused.
+ProjectKey = Annotated[str, msgspec.Meta(pattern=PROJECT_KEY_PATTERN)]
 
 
 class StoryKeysConfig(ComponentConfig):
@@ -18,10 +28,11 @@ class StoryKeysConfig(ComponentConfig):
     #: ``strict``: what Bitbucket and Jira link (uppercase only);
     #: ``lenient``: case-insensitive, then upper-cased (GitHub for Jira).
     mode: Literal["strict", "lenient"] = "strict"
-    #: Keep only these project keys (``[REL, OPS]``); the ignore list then does not apply.
-    projects: list[str] | None = None
+    #: Keep only these project keys (``[REL, OPS, MY_PROJ]``, case-insensitive);
+    #: the ignore list then does not apply.
+    projects: list[ProjectKey] | None = None
     #: Project keys that are look-alikes, dropped when ``projects`` is not set.
-    ignore: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_IGNORE))
+    ignore: list[ProjectKey] = msgspec.field(default_factory=lambda: list(DEFAULT_IGNORE))
 
 
 class StoryKeysEnricher(Enricher[StoryKeysConfig]):
