@@ -8,6 +8,7 @@ self-signed TLS server) and ``rcingest run`` end to end.
 from __future__ import annotations
 
 import errno
+import inspect
 import os
 import shutil
 import socket
@@ -48,11 +49,16 @@ class _Writer:
     output_size = 0
 
 
+# Older aiohttp (before the argument existed) refuses it, so only supply it when taken.
+_TAKES_STREAM_WRITER = "stream_writer" in inspect.signature(aiohttp.ClientResponse).parameters
+
+
 class _CompatResponse(aiohttp.ClientResponse):
     """aioresponses 0.7.9 does not pass aiohttp 3.14's ``stream_writer`` (aioresponses#289)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("stream_writer", _Writer())
+        if _TAKES_STREAM_WRITER:
+            kwargs.setdefault("stream_writer", _Writer())
         super().__init__(*args, **kwargs)
 
 

@@ -114,7 +114,12 @@ def unreachable_kind(exc: BaseException, *, answered_before: bool) -> str | None
 
 def unreachable_detail(exc: BaseException) -> str:
     """What the resolver or the certificate check said (``""`` when nothing useful)."""
-    cause = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
+    cause: BaseException = exc
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        # Not os_error: before aiohttp 3.13.4 reading it here raises AttributeError.
+        cause = exc.certificate_error
+    elif isinstance(exc, aiohttp.ClientConnectorError):
+        cause = exc.os_error
     if isinstance(cause, ssl.SSLCertVerificationError):
         return str(cause.verify_message or "")
     if isinstance(cause, socket.gaierror):
