@@ -1,4 +1,7 @@
-"""Story keys: the extraction table (real messages, branch names, look-alikes), the enricher."""
+"""Story keys: the extraction table (real messages, branch names, look-alikes), the enricher.
+
+The peers' own vectors are in tests/test_storykeys_vectors.py.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import msgspec
 import pytest
 
 from rcingest.default_plugins.story_keys import StoryKeysConfig, StoryKeysEnricher
@@ -79,6 +83,23 @@ TABLE: list[tuple[str, list[str], list[str]]] = [
     # Scripts written without spaces: a key glued to them is still a key.
     ("修复REL-12问题", ["REL-12"], ["REL-12"]),
     ("ログインREL-7を修正", ["REL-7"], ["REL-7"]),
+    # Underscores are key characters: a key is the whole run before the
+    # hyphen, never its tail; underscores that open the run are punctuation.
+    ("EXT3_EXT-1234 and J_2-5", ["EXT3_EXT-1234", "J_2-5"], ["EXT3_EXT-1234", "J_2-5"]),
+    ("bugfix_REL-7", [], ["BUGFIX_REL-7"]),
+    ("x__REL-1", [], ["X__REL-1"]),
+    ("__REL-1__ and (_OPS-2)", ["REL-1", "OPS-2"], ["REL-1", "OPS-2"]),
+    ("修复_REL-12", ["REL-12"], ["REL-12"]),
+    ("Mixed_Case_KEY-3", [], ["MIXED_CASE_KEY-3"]),
+    # A number followed by "." and a digit is a version; other full stops are not.
+    ("see REL-12.", ["REL-12"], ["REL-12"]),
+    ("REL-12.patch applied", ["REL-12"], ["REL-12"]),
+    ("REL-12...", ["REL-12"], ["REL-12"]),
+    ("MY_PROJ-4.1 and python-3.11 and v2-1.0", [], []),
+    ("JDK-8212345: backport", ["JDK-8212345"], ["JDK-8212345"]),
+    # Automatic branch words are in the default ignore list, in both modes.
+    ("PATCH-2 ISSUE-3 BITBUCKET-4", [], []),
+    ("czechboy0-patch-6", [], []),
 ]
 
 
@@ -135,6 +156,50 @@ def test_projects_allow_list_replaces_the_ignore_list() -> None:
     assert KeyExtractor(projects=["UTF"]).find(text) == ["UTF-8"]
     assert KeyExtractor(ignore=[]).find("UTF-8") == ["UTF-8"]
     assert "UTF" in DEFAULT_IGNORE and "SHA" in DEFAULT_IGNORE and "ISO" in DEFAULT_IGNORE
+
+
+def test_automatic_branch_words_are_the_ignore_list_at_work() -> None:
+    # Not a special rule: with the list off they are keys like any other.
+    text = "patch-2 feature/issue-819 x-edited-online-with-bitbucket-1560433073473"
+    assert KeyExtractor("lenient").find(text) == []
+    assert KeyExtractor("lenient", ignore=[]).find(text) == [
+        "PATCH-2",
+        "ISSUE-819",
+        "BITBUCKET-1560433073473",
+    ]
+    assert KeyExtractor("lenient", projects=["PATCH"]).find(text) == ["PATCH-2"]
+
+
+def test_projects_match_every_key_jira_allows_in_both_modes() -> None:
+    text = "MY_PROJ-4 my_proj-5 J2-6 EXT3_EXT-7 x_MY_PROJ-8"
+    projects = ["my_proj", "J2", "EXT3_EXT"]
+    assert KeyExtractor("strict", projects).find(text) == ["MY_PROJ-4", "J2-6", "EXT3_EXT-7"]
+    assert KeyExtractor("lenient", projects).find(text) == [
+        "MY_PROJ-4",
+        "MY_PROJ-5",
+        "J2-6",
+        "EXT3_EXT-7",
+    ]
+
+
+@pytest.mark.parametrize("entry", ["REL-12", "A", "1REL", "MY PROJ", "_REL", "RÉL", ""])
+def test_entries_that_are_not_project_keys_are_refused(entry: str) -> None:
+    with pytest.raises(ValueError, match=r"projects: .* is not a Jira project key"):
+        KeyExtractor(projects=["REL", entry])
+    with pytest.raises(ValueError, match=r"ignore: .* is not a Jira project key"):
+        KeyExtractor(ignore=[entry])
+    # The config refuses them before the extractor is built (validate, run, serve).
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert({"projects": ["REL", entry]}, StoryKeysConfig)
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert({"ignore": [entry]}, StoryKeysConfig)
+
+
+def test_config_accepts_every_project_key_jira_allows() -> None:
+    keys = ["REL", "rel", "J2", "MY_PROJ", "EXT3_EXT", "AB_"]
+    config = msgspec.convert({"projects": keys, "ignore": keys}, StoryKeysConfig)
+    assert config.projects == keys and config.ignore == keys
+    assert KeyExtractor(config.mode, config.projects, config.ignore).find("AB_-1") == ["AB_-1"]
 
 
 def test_bad_mode_is_refused() -> None:

@@ -16,7 +16,6 @@ from rcingest.storykeys import (
     merge_story_keys,
 )
 
-
 #: A project key as Jira allows it (``REL``, ``J2``, ``MY_PROJ``; any case):
 #: an entry that is not one (``REL-1``, ``A``) could never match, so it is refused.
 ProjectKey = Annotated[str, msgspec.Meta(pattern=PROJECT_KEY_PATTERN)]
