@@ -136,51 +136,88 @@ def make_plugin_manager(
     return manager
 
 
+class _Register:
+    """The ``register`` callback handed to one plugin's ``register_<kind>s`` call.
+
+    A class rather than a closure so that the ``RCINGEST_TRACE_PLUGINS`` trace,
+    which prints the hook's arguments, says which plugin each call is for.
+    """
+
+    def __init__(
+        self, types: dict[str, Registered], kind: Kind, plugin: str, manager: Manager
+    ) -> None:
+        self._types = types
+        self._kind = kind
+        self._plugin = plugin
+        info = manager.info.get(plugin)
+        self._distribution = info.distribution if info else plugin
+
+    def __repr__(self) -> str:
+        return f"<register {self._kind}s of plugin {self._plugin!r} ({self._distribution})>"
+
+    def __call__(self, type_name: str, component: type[Any], *, overridable: bool = False) -> None:
+        kind, plugin, distribution = self._kind, self._plugin, self._distribution
+        new = Registered(kind, type_name, component, plugin, distribution, overridable)
+        old = self._types.get(type_name)
+        if old is None:
+            self._types[type_name] = new
+        elif old.overridable and not overridable:
+            log.info(
+                "%s type %r of %s overridden by %s", kind, type_name, old.distribution, distribution
+            )
+            self._types[type_name] = new
+        elif overridable and not old.overridable:
+            log.info(
+                "%s type %r of %s overridden by %s", kind, type_name, distribution, old.distribution
+            )
+        else:
+            raise PluginError(
+                f"{kind} type {type_name!r} is registered twice: by {old.plugin!r} "
+                f"(distribution {old.distribution!r}) and by {plugin!r} (distribution "
+                f"{distribution!r}); block one with {DISABLE_ENV}"
+            )
+
+
 class Registry:
-    """The component types of every loaded plugin, by kind and type name."""
+    """The component types of every loaded plugin, by kind and type name.
+
+    Each ``register_*`` hook is called through pluggy once per implementing
+    plugin, as a subset call that leaves out the other plugins' implementations
+    (hook wrappers stay in): the ``register`` callback then knows which plugin
+    it serves, so a duplicate type names both distributions, while wrappers and
+    ``RCINGEST_TRACE_PLUGINS`` still see every call.
+    """
 
     def __init__(self, manager: Manager) -> None:
         self.manager = manager
         self._types: dict[Kind, dict[str, Registered]] = {kind: {} for kind in KINDS}
         for kind in KINDS:
-            caller = getattr(manager.pm.hook, f"register_{kind}s")
-            for impl in caller.get_hookimpls():
-                self._collect(kind, impl.plugin_name, impl.function)
+            self._call_each_plugin(kind)
 
-    def _collect(self, kind: Kind, plugin: str, function: Any) -> None:
-        dist = self.manager.info.get(plugin)
-        distribution = dist.distribution if dist else plugin
-
-        def register(type_name: str, component: type[Any], *, overridable: bool = False) -> None:
-            new = Registered(kind, type_name, component, plugin, distribution, overridable)
-            old = self._types[kind].get(type_name)
-            if old is None:
-                self._types[kind][type_name] = new
-            elif old.overridable and not overridable:
-                log.info(
-                    "%s type %r of %s overridden by %s",
-                    kind,
-                    type_name,
-                    old.distribution,
-                    distribution,
-                )
-                self._types[kind][type_name] = new
-            elif overridable and not old.overridable:
-                log.info(
-                    "%s type %r of %s overridden by %s",
-                    kind,
-                    type_name,
-                    distribution,
-                    old.distribution,
-                )
-            else:
+    def _call_each_plugin(self, kind: Kind) -> None:
+        pm = self.manager.pm
+        name = f"register_{kind}s"
+        # Registration order (trylast first, tryfirst last), as before the calls
+        # went through pluggy: the earlier plugin is the first one an error names.
+        impls = [i for i in getattr(pm.hook, name).get_hookimpls() if not _is_wrapper(i)]
+        for impl in impls:
+            others = [i.plugin for i in impls if i.plugin is not impl.plugin]
+            caller = pm.subset_hook_caller(name, remove_plugins=others)
+            # pluggy < 1.7 only leaves out a plugin whose attribute has the hook's
+            # name: an implementation renamed with ``specname`` would run for
+            # every plugin and have its types credited to each of them.
+            stray = [
+                i.plugin_name
+                for i in caller.get_hookimpls()
+                if not _is_wrapper(i) and i.plugin is not impl.plugin
+            ]
+            if stray:
                 raise PluginError(
-                    f"{kind} type {type_name!r} is registered twice: by {old.plugin!r} "
-                    f"(distribution {old.distribution!r}) and by {plugin!r} (distribution "
-                    f"{distribution!r}); block one with {DISABLE_ENV}"
+                    f"plugin {stray[0]!r}: hook {name} is implemented under another "
+                    "name (specname), which needs pluggy >= 1.7; name the function "
+                    f"{name} or upgrade pluggy"
                 )
-
-        function(register=register)
+            caller(register=_Register(self._types[kind], kind, impl.plugin_name, self.manager))
 
     def types(self, kind: Kind) -> Mapping[str, Registered]:
         return self._types[kind]
@@ -197,6 +234,10 @@ class Registry:
 
     def register_commands(self, cli: Any) -> None:
         self.manager.pm.hook.register_commands(cli=cli)
+
+
+def _is_wrapper(impl: pluggy.HookImpl) -> bool:
+    return bool(impl.hookwrapper or impl.wrapper)
 
 
 def describe_plugins(manager: Manager, *, include_builtins: bool) -> list[dict[str, Any]]:

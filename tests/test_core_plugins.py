@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
+from collections.abc import Generator
 from importlib import metadata
 from typing import Any
 
+import pluggy
 import pytest
 from click.testing import CliRunner
 
@@ -218,3 +223,105 @@ def test_builtin_sinks_are_not_overridable() -> None:
 
     with pytest.raises(PluginError, match="registered twice"):
         Registry(make_plugin_manager(extra=[("x", _plugin(register_sinks=register_sinks))]))
+
+
+class _Wrappers:
+    """Hook wrappers of both pluggy styles, recording what each call hands to ``register``."""
+
+    def __init__(self) -> None:
+        self.new_style: list[str] = []
+        self.old_style: list[str] = []
+
+    @rcingest.hookimpl(wrapper=True)
+    def register_sinks(self, register: Any) -> Generator[None, None, None]:
+        self.new_style.append(repr(register))
+        return (yield)
+
+    @rcingest.hookimpl(hookwrapper=True)
+    def register_sources(self, register: Any) -> Generator[None, Any, None]:
+        self.old_style.append(repr(register))
+        yield
+
+
+def test_hook_wrappers_see_every_registration_call() -> None:
+    def sinks(register: Any) -> None:
+        register("mine", MemorySink)
+
+    def sources(register: Any) -> None:
+        register("mine", CounterSource)
+
+    wrappers = _Wrappers()
+    extra = [
+        ("wrappers", wrappers),
+        ("a", _plugin(register_sinks=sinks, register_sources=sources)),
+        ("b", _plugin(register_sinks=lambda register: register("other", MemorySink))),
+    ]
+    registry = Registry(make_plugin_manager(load_entrypoints=False, extra=extra))
+    # One call per implementing plugin, each wrapped, in registration order.
+    assert wrappers.new_style == [
+        "<register sinks of plugin 'a' ((registered in process))>",
+        "<register sinks of plugin 'b' ((registered in process))>",
+    ]
+    assert wrappers.old_style == ["<register sources of plugin 'a' ((registered in process))>"]
+    # The wrappers are not implementations: they register nothing and own no type.
+    assert {r.plugin for r in registry.types("sink").values()} == {"a", "b"}
+    assert registry.get("source", "mine").component is CounterSource
+
+
+def test_hookcall_monitoring_sees_registration_calls() -> None:
+    extra = [("a", _plugin(register_sinks=lambda register: register("mine", MemorySink)))]
+    manager = make_plugin_manager(load_entrypoints=False, extra=extra)
+    called: list[str] = []
+    manager.pm.add_hookcall_monitoring(lambda name, impls, kw: called.append(name), lambda *a: None)
+    Registry(manager)
+    assert called == ["register_sinks"]
+
+
+def test_trace_names_the_registration_hooks() -> None:
+    env = {**os.environ, "RCINGEST_TRACE_PLUGINS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", "from rcingest.cli import main; main()", "plugins"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    for hook in ("register_sources", "register_enrichers", "register_sinks"):
+        assert f"{hook} [hook]" in done.stderr
+    # Each traced call says which plugin it is for.
+    assert "<register sinks of plugin 'jsonl' (rcingest-jsonl)>" in done.stderr
+    quiet = subprocess.run(
+        [sys.executable, "-c", "from rcingest.cli import main; main()", "plugins"],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "RCINGEST_TRACE_PLUGINS"},
+        timeout=60,
+        check=False,
+    )
+    assert quiet.returncode == 0 and "[hook]" not in quiet.stderr
+
+
+def test_a_renamed_implementation_is_credited_to_its_own_plugin() -> None:
+    class Renamed:
+        @rcingest.hookimpl(specname="register_sinks")
+        def my_sinks(self, register: Any) -> None:
+            register("renamed", MemorySink)
+
+    extra = [
+        ("renamed", Renamed()),
+        ("plain", _plugin(register_sinks=lambda register: register("plain", MemorySink))),
+    ]
+    manager = make_plugin_manager(load_entrypoints=False, extra=extra)
+    major, minor = (int(part) for part in pluggy.__version__.split(".")[:2])
+    if (major, minor) < (1, 7):
+        # Older pluggy cannot leave a renamed implementation out of a subset call.
+        with pytest.raises(PluginError, match=r"'renamed'.*specname"):
+            Registry(manager)
+        return
+    registry = Registry(manager)
+    assert {n: r.plugin for n, r in registry.types("sink").items()} == {
+        "renamed": "renamed",
+        "plain": "plain",
+    }
