@@ -107,7 +107,7 @@ def _project_keys(option: str, keys: Iterable[str]) -> frozenset[str]:
     """``keys`` upper-cased, each checked against Jira's project-key rule."""
     out = set()
     for key in keys:
-        if not isinstance(key, str) or not _PROJECT_KEY.match(key):
+        if not isinstance(key, str) or not _PROJECT_KEY.fullmatch(key):
             raise ValueError(
                 f"{option}: {key!r} is not a Jira project key (a letter, then one or more"
                 " letters, digits or underscores, without the issue number)"
