@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, Self, TypeVar
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -123,24 +123,24 @@ class Batch(msgspec.Struct):
     checkpoints: list[Checkpoint] = []
 
 
-class Source(Generic[C]):
-    """Produces records, and checkpoints that say what is complete.
+class _Component(Generic[C]):
+    """What every component shares: its ``Config`` Struct, and how it is built.
 
-    ``records`` is an async generator. ``cursors`` maps each stream a source
-    checkpointed in an earlier run to the last state it saved, so a source can
-    resume. ``acknowledge`` is called, in order, once every sink has flushed
-    everything before a checkpoint.
+    The runner builds a component as ``cls(config, context)``, with ``config``
+    already converted into ``cls.Config``; constructors do no I/O.
     """
 
     Config: ClassVar[type[ComponentConfig]] = EmptyConfig
-    #: A server-like source (webhooks) wants small, immediate batches.
-    low_latency: ClassVar[bool] = False
 
     def __init__(self, config: C, context: RunContext) -> None:
-        self.config = config
-        self.context = context
+        self.config: C = config
+        self.context: RunContext = context
 
-    async def __aenter__(self) -> Source[C]:
+
+class _AsyncComponent(_Component[C]):
+    """A component that is also an async context manager: I/O opens in ``__aenter__``."""
+
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -150,6 +150,19 @@ class Source(Generic[C]):
         tb: TracebackType | None,
     ) -> None:
         return None
+
+
+class Source(_AsyncComponent[C]):
+    """Produces records, and checkpoints that say what is complete.
+
+    ``records`` is an async generator. ``cursors`` maps each stream a source
+    checkpointed in an earlier run to the last state it saved, so a source can
+    resume. ``acknowledge`` is called, in order, once every sink has flushed
+    everything before a checkpoint.
+    """
+
+    #: A server-like source (webhooks) wants small, immediate batches.
+    low_latency: ClassVar[bool] = False
 
     def records(self, cursors: Mapping[str, dict[str, Any]]) -> AsyncIterator[Record | Checkpoint]:
         raise NotImplementedError
@@ -171,43 +184,20 @@ class Source(Generic[C]):
         return None
 
 
-class Enricher(Generic[C]):
+class Enricher(_Component[C]):
     """A synchronous, pure function of one record: returns the record or a changed copy."""
-
-    Config: ClassVar[type[ComponentConfig]] = EmptyConfig
-
-    def __init__(self, config: C, context: RunContext) -> None:
-        self.config = config
-        self.context = context
 
     def enrich(self, record: Record) -> Record:
         raise NotImplementedError
 
 
-class Sink(Generic[C]):
+class Sink(_AsyncComponent[C]):
     """An async context manager that writes batches.
 
     ``write`` may buffer; ``flush`` makes everything written so far durable.
     The runner calls ``flush`` after every batch before it acknowledges the
     batch's checkpoints. ``__aexit__`` sees ``context.status`` already set.
     """
-
-    Config: ClassVar[type[ComponentConfig]] = EmptyConfig
-
-    def __init__(self, config: C, context: RunContext) -> None:
-        self.config = config
-        self.context = context
-
-    async def __aenter__(self) -> Sink[C]:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
 
     async def write(self, batch: Batch) -> None:
         raise NotImplementedError
