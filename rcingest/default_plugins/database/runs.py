@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import socket
 from datetime import datetime
-from typing import Any
+
+from rcingest.default_plugins.database.models import Run
 
 __all__ = ["HOST", "mark_dead_runs", "process_alive"]
 
@@ -34,7 +35,7 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def mark_dead_runs(runs: Any, now: datetime, own_id: str) -> list[str]:
+def mark_dead_runs(runs: type[Run], now: datetime, own_id: str) -> list[str]:
     """Mark this host's ``running`` rows whose process is gone; return their ids.
 
     A process id reused by an unrelated process keeps its row ``running``:
