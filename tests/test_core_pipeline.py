@@ -332,8 +332,11 @@ async def test_stop_cuts_a_scan_short_and_keeps_what_was_produced(
     pipeline = load_pipeline(path, Registry(make_plugin_manager(extra=extra)))
     runner = Runner(pipeline, make_context(pipeline))
     task = asyncio.create_task(runner.run())
-    while len(memory.get("default", [])) < 5:
+    for _ in range(1000):  # bounded, so a stuck runner fails instead of hanging
+        if len(memory.get("default", [])) >= 5:
+            break
         await asyncio.sleep(0.01)
+    assert len(memory.get("default", [])) >= 5
     await asyncio.wait_for(runner.stop(), 5)
     result = await asyncio.wait_for(task, 5)
     assert result.status == "interrupted"

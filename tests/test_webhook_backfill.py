@@ -126,9 +126,12 @@ async def daemon(tmp_path: Path, base_url: str) -> AsyncIterator[tuple[Runner, s
     )
     runner = Runner(loaded, ctx)
     task = asyncio.create_task(runner.run())
-    while runner.source.bound_port is None:  # type: ignore[attr-defined]
+    for _ in range(1000):  # bounded: a daemon that failed to start must not hang the suite
+        if runner.source.bound_port is not None:  # type: ignore[attr-defined]
+            break
         assert not task.done()
         await asyncio.sleep(0.01)
+    assert runner.source.bound_port is not None, "the daemon did not start"  # type: ignore[attr-defined]
     try:
         yield runner, f"http://127.0.0.1:{runner.source.bound_port}/webhooks/bitbucket"  # type: ignore[attr-defined]
     finally:

@@ -365,8 +365,11 @@ async def test_insecure_accepts_unsigned_and_warns(
     )
     runner = Runner(loaded, ctx)
     task = asyncio.create_task(runner.run())
-    while runner.source.bound_port is None:  # type: ignore[attr-defined]
+    for _ in range(1000):  # bounded: a daemon that failed to start must not hang the suite
+        if runner.source.bound_port is not None or task.done():  # type: ignore[attr-defined]
+            break
         await asyncio.sleep(0.01)
+    assert runner.source.bound_port is not None, "the daemon did not start"  # type: ignore[attr-defined]
     url = f"http://127.0.0.1:{runner.source.bound_port}/webhooks/bitbucket"  # type: ignore[attr-defined]
     status, _ = await post(url, raw, {"X-Event-Key": "repo:push", "X-Request-UUID": "x"})
     await runner.stop()
