@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
 import textwrap
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import aioresponses.core as aioresponses_core
 import msgspec
 import pytest
+from aioresponses import aioresponses
 
 import rcingest
 from rcingest.plugins import Manager, make_plugin_manager
@@ -228,3 +232,32 @@ def database_spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return str(tmp_path / "db" / "commits.db")
     return str(request.getfixturevalue("postgres_url"))
+
+
+# -- aioresponses for the HTTP client's unit tests ---------------------------------------
+
+
+class _Writer:
+    output_size = 0
+
+
+# Older aiohttp (before the argument existed) refuses it, so only supply it when taken.
+_TAKES_STREAM_WRITER = "stream_writer" in inspect.signature(aiohttp.ClientResponse).parameters
+
+
+class _CompatResponse(aiohttp.ClientResponse):
+    """aioresponses 0.7.9 does not pass aiohttp 3.14's ``stream_writer`` argument
+    (pnuckowski/aioresponses#289); this supplies it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if _TAKES_STREAM_WRITER:
+            kwargs.setdefault("stream_writer", _Writer())
+        super().__init__(*args, **kwargs)
+
+
+@pytest.fixture
+def mocked(monkeypatch: pytest.MonkeyPatch) -> Iterator[aioresponses]:
+    """An aioresponses mock of every aiohttp request in the test."""
+    monkeypatch.setattr(aioresponses_core, "ClientResponse", _CompatResponse)
+    with aioresponses() as m:
+        yield m

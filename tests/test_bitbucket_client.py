@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import inspect
 import logging
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
-import aioresponses.core as aioresponses_core
 import pytest
 from aioresponses import aioresponses
 from yarl import URL
@@ -26,31 +23,6 @@ from rcingest.interfaces import Stats
 
 API = "https://api.example.test/2.0"
 TOKEN = "tok-SECRET-123456"
-
-
-class _Writer:
-    output_size = 0
-
-
-# Older aiohttp (before the argument existed) refuses it, so only supply it when taken.
-_TAKES_STREAM_WRITER = "stream_writer" in inspect.signature(aiohttp.ClientResponse).parameters
-
-
-class _CompatResponse(aiohttp.ClientResponse):
-    """aioresponses 0.7.9 does not pass aiohttp 3.14's new ``stream_writer`` argument
-    (pnuckowski/aioresponses#289); this supplies it."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        if _TAKES_STREAM_WRITER:
-            kwargs.setdefault("stream_writer", _Writer())
-        super().__init__(*args, **kwargs)
-
-
-@pytest.fixture
-def mocked(monkeypatch: pytest.MonkeyPatch) -> Iterator[aioresponses]:
-    monkeypatch.setattr(aioresponses_core, "ClientResponse", _CompatResponse)
-    with aioresponses() as m:
-        yield m
 
 
 def config(**kwargs: Any) -> ClientConfig:

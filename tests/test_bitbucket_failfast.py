@@ -8,7 +8,6 @@ self-signed TLS server) and ``rcingest run`` end to end.
 from __future__ import annotations
 
 import errno
-import inspect
 import os
 import shutil
 import socket
@@ -21,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import aioresponses.core as aioresponses_core
 import pytest
 from aiohttp import web
 from aiohttp.client_reqrep import ConnectionKey
@@ -43,30 +41,6 @@ from rcingest.interfaces import Stats
 API = "https://api.example.test/2.0"
 ORIGIN = "https://api.example.test:443"
 TOKEN = "tok-SECRET-failfast-9876"
-
-
-class _Writer:
-    output_size = 0
-
-
-# Older aiohttp (before the argument existed) refuses it, so only supply it when taken.
-_TAKES_STREAM_WRITER = "stream_writer" in inspect.signature(aiohttp.ClientResponse).parameters
-
-
-class _CompatResponse(aiohttp.ClientResponse):
-    """aioresponses 0.7.9 does not pass aiohttp 3.14's ``stream_writer`` (aioresponses#289)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        if _TAKES_STREAM_WRITER:
-            kwargs.setdefault("stream_writer", _Writer())
-        super().__init__(*args, **kwargs)
-
-
-@pytest.fixture
-def mocked(monkeypatch: pytest.MonkeyPatch) -> Iterator[aioresponses]:
-    monkeypatch.setattr(aioresponses_core, "ClientResponse", _CompatResponse)
-    with aioresponses() as m:
-        yield m
 
 
 def config(**kwargs: Any) -> ClientConfig:
