@@ -23,12 +23,13 @@ import click
 from rcingest import __version__
 from rcingest.config import Pipeline, load_pipeline
 from rcingest.errors import ConfigError, RcingestError
+from rcingest.logs import log_options, start_logging
 from rcingest.moments import iso_moment
 from rcingest.pipeline import Runner, RunResult
 from rcingest.plugins import Manager, Registry, describe_plugins, make_plugin_manager
 from rcingest.preflight import preflight
-from rcingest.runtime import make_context, redact, setup_logging
-from rcingest.summary import format_summary, progress_printer
+from rcingest.runtime import make_context, redact
+from rcingest.summary import IntervalSummary, cadence_line, format_summary, progress_printer
 
 log = logging.getLogger("rcingest.cli")
 
@@ -77,6 +78,7 @@ def _iso(option: str) -> Callable[[click.Context, click.Parameter, str | None], 
 
 
 def verbosity_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = log_options(func)  # --log-file, --log-format: read back by start_logging
     func = click.option("-v", "--verbose", count=True, help="Log more (repeatable).")(func)
     return click.option("-q", "--quiet", is_flag=True, help="Only errors and the exit code.")(func)
 
@@ -151,9 +153,10 @@ def run(
         "database": database,
         "artifacts_dir": artifacts_dir,
     }
+    start_logging(ctx, _level(quiet, verbose))  # UTC stamps until the pipeline's zone is known
     loaded = _load(ctx, path, overrides)
-    setup_logging(_level(quiet, verbose), loaded.secrets)
     context = make_context(loaded, mode="run", dry_run=dry_run)
+    start_logging(ctx, _level(quiet, verbose), loaded, context)
     show_progress = not quiet and sys.stderr.isatty() and not os.environ.get("CI")
     try:
         runner = Runner(loaded, context, progress_printer() if show_progress else None)
@@ -170,6 +173,7 @@ def run(
         click.echo(format_summary(result, loaded, context, code))
     if error is not None:
         click.echo(f"error: {redact(str(error), loaded.secrets)}", err=True)
+    log.info("%s", cadence_line(result, context))  # the last line, also in the log file
     sys.exit(code)
 
 
@@ -227,9 +231,10 @@ def serve(
       BITBUCKET_WEBHOOK_SECRET=... rcingest serve config/webhook.example.yaml --port 8080
     """
     path = _pipeline_path(pipeline, config_path)
+    start_logging(ctx, _level(quiet, verbose))  # UTC stamps until the pipeline's zone is known
     loaded = _load(ctx, path, {"host": host, "port": port, "database": database})
-    setup_logging(_level(quiet, verbose), loaded.secrets)
     context = make_context(loaded, mode="serve")
+    start_logging(ctx, _level(quiet, verbose), loaded, context)
     try:
         runner = Runner(loaded, context)
     except RcingestError as exc:
@@ -251,6 +256,7 @@ def serve(
     except RcingestError as exc:
         _fail(exc, loaded.secrets)
     log.info("%s", format_summary(result, loaded, context, 0).replace("\n", "; "))
+    log.info("%s", cadence_line(result, context))
     sys.exit(0)
 
 
@@ -286,12 +292,12 @@ def _on_signal(runner: Runner, sig: signal.Signals) -> None:
 
 
 async def _summaries(runner: Runner, interval: float) -> None:
+    """Every ``interval``: that interval's cadence line, then the running totals."""
+    ticks = IntervalSummary(runner.context, runner.result)
     while True:
         await asyncio.sleep(interval)
-        r = runner.result
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(r.records.items())) or "no records"
-        stats = ", ".join(f"{k} {v}" for k, v in runner.context.stats.snapshot().items())
-        log.info("summary: %s; checkpoints %d; %s", counts, r.checkpoints, stats or "no stats")
+        for line in ticks.lines(runner.result):
+            log.info("%s", line)
 
 
 @cli.command()

@@ -21,6 +21,7 @@ import msgspec
 
 from rcingest.errors import ConfigError
 from rcingest.interfaces import ComponentConfig
+from rcingest.logconfig import LoggingConfig
 from rcingest.moments import normalise_moments
 from rcingest.plugins import Kind, Registered, Registry
 from rcingest.validation import errors_for, struct_problem
@@ -64,6 +65,8 @@ class PipelineConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     state_file: str | None = None
     #: Serve mode: seconds between summary lines in the log.
     summary_interval: float = 60.0
+    #: Log file, format and rotation (``rcingest.logconfig``); stderr only when absent.
+    logging: LoggingConfig | None = None
 
 
 @dataclass

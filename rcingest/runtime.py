@@ -1,4 +1,7 @@
-"""Run-time plumbing shared by the CLI commands: run ids, git SHA, logging with redaction."""
+"""Run-time plumbing shared by the CLI commands: run ids, git SHA, secret redaction.
+
+Log handlers and formats are in ``rcingest.logs``.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +9,10 @@ import logging
 import re
 import secrets as _secrets
 import subprocess
-import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from rcingest.config import Pipeline
 from rcingest.interfaces import RunContext
@@ -35,8 +37,30 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     return _QUERY_SECRETS.sub(r"\g<key>***", text)
 
 
+#: Attributes every LogRecord has; anything else on a record is an ``extra`` (redacted too).
+STANDARD_RECORD_FIELDS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+
+def _redact_value(value: Any, secrets: frozenset[str]) -> Any:
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _redact_value(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redact_value(v, secrets) for v in value]
+    return redact(str(value), secrets)
+
+
 class RedactingFilter(logging.Filter):
-    """Rewrites every log record so that no secret value reaches a handler."""
+    """Rewrites every log record so that no secret value reaches a handler.
+
+    The message, the traceback and every ``extra`` attribute (which the JSON
+    log format prints) are redacted.
+    """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
@@ -53,26 +77,21 @@ class RedactingFilter(logging.Filter):
             record.msg = f"{record.msg}\n{redact(formatted, self.secrets)}"
             record.exc_info = None
             record.exc_text = None
+        for key, value in list(record.__dict__.items()):
+            if key not in STANDARD_RECORD_FIELDS:
+                record.__dict__[key] = _redact_value(value, self.secrets)
         return True
 
 
-def setup_logging(verbosity: int, secrets: Iterable[str] = ()) -> logging.Handler:
-    """Log to stderr at ERROR (``-q``), INFO (default) or DEBUG (``-v``), redacting secrets."""
-    level = {-1: logging.ERROR, 0: logging.INFO}.get(verbosity, logging.DEBUG)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactingFilter(secrets))
-    root = logging.getLogger("rcingest")
-    for old in list(root.handlers):
-        if getattr(old, "_rcingest", False):
-            root.removeHandler(old)
-    handler._rcingest = True  # type: ignore[attr-defined]
-    root.addHandler(handler)
-    root.setLevel(level)
-    # Library loggers that might print URLs go through the same filter.
-    for name in ("aiohttp", "backoff", "peewee"):
-        logging.getLogger(name).addFilter(handler.filters[0])
-    return handler
+def setup_logging(verbosity: int, secrets: Iterable[str] = ()) -> list[logging.Handler]:
+    """Log to stderr at ERROR (``-q``), INFO (default) or DEBUG (``-v``), redacting secrets.
+
+    Kept for callers of this older place; ``rcingest.logs.setup_logging`` also
+    takes the pipeline's zone, a log file and the JSON format.
+    """
+    from rcingest.logs import setup_logging as setup  # logs imports this module
+
+    return setup(verbosity, secrets)
 
 
 def git_sha(cwd: Path | None = None) -> str | None:

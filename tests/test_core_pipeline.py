@@ -56,7 +56,7 @@ def _cursor(tmp_path: Path) -> int:
 def test_every_record_arrives_once_in_every_sink(manager: Any, memory: Any, tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["run", str(_pipeline(tmp_path)), "--json"], obj=manager)
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)  # stderr holds the log lines
     assert summary["status"] == "succeeded" and summary["exit_code"] == 0
     assert summary["records"] == {"commit": 95}
     assert summary["sinks"] == {"jsonl": {"commit": 95}, "test_memory": {"commit": 95}}
