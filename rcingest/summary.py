@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from rcingest.config import Pipeline
 from rcingest.interfaces import RunContext, Window
 from rcingest.pipeline import RunResult
+from rcingest.runtime import redact
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -29,7 +30,8 @@ def format_summary(
         f"{result.duration:.2f}s, exit {exit_code}{mode}",
     ]
     if result.error:
-        lines.append(f"reason:  {result.error}")
+        # The reason may quote a path or URL built from a secret.
+        lines.append(f"reason:  {redact(result.error, pipeline.secrets)}")
     if result.window is not None:
         start = context.local(result.window.start).isoformat()
         end = context.local(result.window.end).isoformat()
