@@ -177,8 +177,8 @@ def log_options(func: Callable[..., Any]) -> Callable[..., Any]:
         type=click.Path(dir_okay=False),
         expose_value=False,
         callback=_remember("log_file"),
-        help=f"Also log to this file (folder created; rotated at {DEFAULT_MAX_BYTES // 2**20} MiB, "
-        f"{DEFAULT_BACKUPS} kept).",
+        help="Also log to this file (folder created; rotated, by default at "
+        f"{DEFAULT_MAX_BYTES // 2**20} MiB with {DEFAULT_BACKUPS} kept).",
     )(func)
 
 
