@@ -192,11 +192,10 @@ async def handle_delivery(request: web.Request) -> web.Response:
         delivery = decoded.delivery
         r.stats.incr("webhook.deliveries")
         repeat = delivery.request_uuid in r.recent
-        records: list[Record]
-        if repeat:
-            # Already committed: only the delivery row is touched (last_seen_at).
-            records = [delivery]
-        else:
+        # A replay carries its records again: the upserts refresh their
+        # last_seen_at and duplicate nothing (docs/database.md, "Replays").
+        records: list[Record] = [*decoded.records, delivery]
+        if not repeat:
             if decoded.truncated:
                 r.stats.incr("webhook.truncated", decoded.truncated)
             if decoded.jobs and r.backfill is not None:
@@ -210,7 +209,6 @@ async def handle_delivery(request: web.Request) -> web.Response:
                 # No credentials: the payload's 5 commits are all we will know.
                 delivery.outcome = "truncated"
                 r.stats.incr("webhook.truncated_unfilled", decoded.truncated)
-            records = [*decoded.records, delivery]
         try:
             sub = r.intake.submit(records)
         except Closed as exc:
