@@ -275,3 +275,22 @@ def test_secret_never_in_logs_or_database(
     assert "webhook refused with 401" in caplog.text
     for path in tmp_path.iterdir():
         assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_slow_database_is_503_then_stored_once(framework: str, tmp_path: Path) -> None:
+    db = tmp_path / "commits.db"
+    body = push_body()
+    with receiver(framework, db, ack_timeout=0.5) as (url, storage):
+        storage.open()
+        blocker = sqlite3.connect(db, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # another writer holds the lock (busy_timeout 5 s)
+        try:
+            status, answer = post(url, body, headers(body, "slow-1"))
+            assert (status, answer["reason"]) == (503, "not stored; retry")
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        # Not cancelled by the timeout: the write commits once the lock is free.
+        status, _ = post(url, body, headers(body, "slow-1", **{"X-Attempt-Number": "2"}))
+        assert status == 200
+    assert rows(db, "SELECT request_uuid FROM deliveries") == [("slow-1",)]

@@ -93,6 +93,18 @@ def test_unreachable_database_names_it_without_its_password() -> None:
     assert "127.0.0.1" in str(info.value)
 
 
+def test_unreachable_database_is_503(caplog: pytest.LogCaptureFixture) -> None:
+    app = make_app("flask")
+    storage = CommitStorage("postgresql://ingest:hunter2-pw@127.0.0.1:9/commits")
+    register_bitbucket_webhook(app, storage=storage, secret=SECRET)
+    body = push_body()
+    with running("flask", app) as base:
+        status, answer = post(f"{base}/webhooks/bitbucket", body, headers(body, "down-1"))
+    assert (status, answer["reason"]) == (503, "not stored; retry")
+    assert "not stored" in caplog.text and "hunter2-pw" not in caplog.text
+    storage.close()
+
+
 def test_refusals(tmp_path: Path) -> None:
     storage = CommitStorage(tmp_path / "c.db")
     with pytest.raises(TypeError, match="FastAPI"):

@@ -105,6 +105,12 @@ def begin(s: Settings, headers: Mapping[str, str], body: bytes) -> Answer | Pend
         future = s.storage.submit(decoded)
     except Closed as exc:
         return _answer(503, f"{exc}; retry", request_uuid=delivery.request_uuid)
+    except Exception as exc:
+        # Opening the database failed (unreachable server): retried by the next delivery.
+        s.logger.error(
+            "webhook %s not stored: %s", delivery.request_uuid, s.storage.scrub(str(exc))
+        )
+        return _answer(503, "not stored; retry", request_uuid=delivery.request_uuid)
     return Pending(future=future, request_uuid=delivery.request_uuid, event=delivery.event)
 
 

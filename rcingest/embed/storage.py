@@ -229,7 +229,11 @@ class CommitStorage:
 
     def _submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         if self._state == "new":
-            self.open()
+            try:
+                self.open()
+            except BaseException:
+                coro.close()  # never scheduled: no "never awaited" warning
+                raise
         with self._lock:
             if self._state != "open" or self._loop is None:
                 coro.close()
