@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import textwrap
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,17 @@ RUNBOOK = [
 
 def snippet() -> str:
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.DOTALL)
-    [block] = [b for b in blocks if "from rcingest.embed import" in b]
+    [block] = [b for b in blocks if "register_bitbucket_webhook(app" in b]
     return block
+
+
+def for_framework(framework: str) -> str:
+    """The block as written for FastAPI; with its ``app = ...`` line swapped otherwise."""
+    block = snippet()
+    if framework == "fastapi":
+        return block
+    line = next(x for x in block.splitlines() if x.startswith("app = "))
+    return block.replace(line, "app = APP")
 
 
 def test_the_runbook_lines_are_in_the_docs_verbatim() -> None:
@@ -38,8 +48,8 @@ def test_documented_snippet_stores(
     framework: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)  # the snippet's relative path lands here
-    namespace: dict[str, Any] = {"app": make_app(framework)}
-    exec(compile(snippet(), "docs/webhooks.md (embedding)", "exec"), namespace)
+    namespace: dict[str, Any] = {"APP": make_app(framework)}
+    exec(compile(for_framework(framework), "docs/webhooks.md (embedding)", "exec"), namespace)
     body = push_body()
     hdrs = {
         "X-Event-Key": "repo:push",
@@ -59,3 +69,20 @@ def test_documented_snippet_stores(
     with closing(sqlite3.connect(db)) as conn:
         assert conn.execute("SELECT hash FROM commits").fetchall() == [(HASH,)]
         assert conn.execute("SELECT key FROM story_keys").fetchall() == [("REL-7",)]
+
+
+def test_documented_backfill_snippet_builds_a_storage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BITBUCKET_ACCESS_TOKEN", "bbat-docs-token")
+    text = DOC.read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    [block] = [textwrap.dedent(b) for b in blocks if "api=api" in b]
+    namespace: dict[str, Any] = {}
+    exec(compile(block, "docs/webhooks.md (backfill)", "exec"), namespace)
+    storage = namespace["storage"]
+    try:
+        assert storage.scrub("token bbat-docs-token") == "token ***"
+    finally:
+        storage.close()

@@ -16,6 +16,8 @@ records go through the ``story_keys`` enricher (default settings) and into
 the ``database`` sink (same schema, same upserts, same scrubbing of secrets),
 and a repeated ``X-Request-UUID`` is answered ``duplicate`` while its records
 are upserted again (which refreshes their ``last_seen_at``, nothing else).
+Given REST credentials (``api=``), the daemon's backfill queue and worker
+run on the same loop (``backfill.py``).
 
 ``close()`` refuses new writes, waits for those already submitted, then
 closes the sink (which marks its ``runs`` row finished). It is registered to
@@ -38,9 +40,12 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
+from rcingest.bitbucket.auth import auth_header, auth_secrets
+from rcingest.bitbucket.client import ClientConfig
 from rcingest.default_plugins.database.connect import redact, scrub
 from rcingest.default_plugins.database.sink import DatabaseConfig, DatabaseSink
 from rcingest.default_plugins.story_keys import StoryKeysConfig, StoryKeysEnricher
+from rcingest.embed.backfill import Backfill
 from rcingest.embed.reads import (
     StoredCommit,
     StoredFile,
@@ -87,7 +92,10 @@ class CommitStorage:
     ``database`` is a SQLite path (folders are created) or a
     ``postgresql://`` URL, as the ``database`` sink takes. ``story_keys``
     configures the enricher (strict mode, default ignore list when None).
-    Nothing is opened until the first write or read.
+    ``api`` (REST settings with credentials in ``auth``) turns on backfill:
+    truncated pushes are completed and pull requests' commits fetched, with
+    the durable queue in ``backfill_queue``. Nothing is opened until the
+    first write or read.
     """
 
     def __init__(
@@ -97,12 +105,21 @@ class CommitStorage:
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         story_keys: StoryKeysConfig | None = None,
         logger: logging.Logger | None = None,
+        api: ClientConfig | None = None,
+        backfill_queue: str | os.PathLike[str] = "data/bitbucket/webhook-backfill.db",
+        backfill_retry_delay: float = 5.0,
     ) -> None:
         self.config = DatabaseConfig(database=os.fspath(database), synchronous=synchronous)
         self.where = redact(self.config.database)
         self.logger = logger or log
         self._story_keys = story_keys or StoryKeysConfig()
         self._secrets: set[str] = set()
+        self._api = api if api is not None and auth_header(api.auth) is not None else None
+        if self._api is not None:
+            self._secrets |= auth_secrets(self._api.auth)
+        self._backfill_queue = Path(backfill_queue)
+        self._backfill_retry_delay = backfill_retry_delay
+        self._backfill: Backfill | None = None
         self._lock = threading.Lock()
         self._state: Literal["new", "open", "closing", "closed"] = "new"
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -161,18 +178,43 @@ class CommitStorage:
             thread.start()
             context = self._new_context()
             sink = DatabaseSink(self.config, context)
+            self._loop, self._sink, self._context = loop, sink, context
             try:
-                asyncio.run_coroutine_threadsafe(sink.__aenter__(), loop).result()
+                asyncio.run_coroutine_threadsafe(self._start(context), loop).result()
             except BaseException:
                 loop.call_soon_threadsafe(loop.stop)
                 thread.join()
                 loop.close()
+                self._loop = self._sink = self._context = None
                 raise
-            self._loop, self._thread, self._sink, self._context = loop, thread, sink, context
-            self._enricher = StoryKeysEnricher(self._story_keys, context)
+            self._thread = thread
             self._state = "open"
         _at_exit(self.close)
         return self
+
+    async def _start(self, context: RunContext) -> None:
+        """On the storage loop: the sink, the enricher, and backfill when configured."""
+        assert self._sink is not None
+        await self._sink.__aenter__()
+        self._enricher = StoryKeysEnricher(self._story_keys, context)
+        if self._api is None:
+            return
+        backfill = Backfill(
+            self._api,
+            self._backfill_queue,
+            self._deliver,
+            stats=context.stats,
+            logger=self.logger,
+            secrets=frozenset(self._secrets),
+            retry_delay=self._backfill_retry_delay,
+        )
+        try:
+            await backfill.start()
+        except BaseException:
+            context.status = "failed"
+            await self._sink.__aexit__(None, None, None)
+            raise
+        self._backfill = backfill
 
     def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
         """Refuse new writes, finish the submitted ones, close the database. Idempotent."""
@@ -193,6 +235,9 @@ class CommitStorage:
                     len(not_done),
                     timeout,
                 )
+            if self._backfill is not None:
+                # Before the sink: the worker may be handing records over.
+                asyncio.run_coroutine_threadsafe(self._backfill.stop(), loop).result(timeout)
             context.status = "succeeded"
             future = asyncio.run_coroutine_threadsafe(sink.__aexit__(None, None, None), loop)
             future.result(timeout)
@@ -244,18 +289,34 @@ class CommitStorage:
         return future
 
     async def _store(self, decoded: Decoded) -> str:
-        sink, enricher = self._sink, self._enricher
-        assert sink is not None and enricher is not None
         delivery = decoded.delivery
         repeat = delivery.request_uuid in self._recent
-        if decoded.truncated and not repeat:
-            # No backfill here: the payload's commits are all that is known
-            # (the daemon says the same without REST credentials).
+        backfill = self._backfill if decoded.jobs and not repeat else None
+        if backfill is not None:
+            # Recorded durably before the answer, as `rcingest serve` does.
+            await backfill.add(decoded.jobs)
+        elif decoded.truncated and not repeat:
+            # No credentials: the payload's commits are all that is known.
             delivery.outcome = "truncated"
-        records: list[Record] = [enricher.enrich(r) for r in (*decoded.records, delivery)]
-        await sink.write(Batch(records=records))
+        await self._write([*decoded.records, delivery])
         self._recent.add(delivery.request_uuid)
+        if backfill is not None:
+            backfill.wake()
         return "duplicate" if repeat else "stored"
+
+    async def _write(self, records: list[Record]) -> None:
+        sink, enricher = self._sink, self._enricher
+        assert sink is not None and enricher is not None
+        await sink.write(Batch(records=[enricher.enrich(r) for r in records]))
+
+    async def _deliver(self, records: list[Record]) -> bool:
+        """The backfill worker's hand-over: True once written (False: it retries later)."""
+        try:
+            await self._write(records)
+        except Exception as exc:
+            self.logger.error("backfill records not stored: %s", self.scrub(str(exc)))
+            return False
+        return True
 
     # -- reading ----------------------------------------------------------------
 
