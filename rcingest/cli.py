@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 import click
 
 from rcingest import __version__
+from rcingest.cli_options import GreedyOption
 from rcingest.config import Pipeline, load_pipeline
 from rcingest.errors import ConfigError, RcingestError
 from rcingest.logs import log_options, start_logging
@@ -111,8 +112,14 @@ def cli() -> None:
     "--since", callback=_iso("since"), help="Window start (ISO 8601; naive = pipeline timezone)."
 )
 @click.option("--until", callback=_iso("until"), help="Window end, exclusive (ISO 8601).")
-@click.option("--repos", multiple=True, help="Repositories (repeatable or comma-separated).")
-@click.option("--branches", multiple=True, help="Branches (repeatable or comma-separated).")
+@click.option(
+    "--repos", cls=GreedyOption, help="Repositories: `--repos api web`, commas or repetition."
+)
+@click.option(
+    "--branches",
+    cls=GreedyOption,
+    help="Branches: `--branches main develop`, commas or repetition.",
+)
 @click.option("--database", help="Database path or postgresql:// URL.")
 @click.option("--artifacts-dir", type=click.Path(file_okay=False), help="Where JSON artifacts go.")
 @click.option("--dry-run", is_flag=True, help="Fetch and enrich, write nothing.")
@@ -140,7 +147,7 @@ def run(
     \b
     Examples:
       rcingest run config/pipeline.example.yaml --hours 4
-      rcingest run --config scan.yaml --repos api,web --branches main --dry-run
+      rcingest run --config scan.yaml --repos api web --branches main develop --dry-run
       rcingest run scan.yaml --since 2026-11-01T00:00 --until 2026-11-02T00:00
     """
     path = _pipeline_path(pipeline, config_path)
