@@ -7,7 +7,6 @@ registered component type: ``source``, ``enrichers[]`` and ``sinks[]`` become
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import msgspec
 from rcingest.config import PipelineConfig
 from rcingest.plugins import Kind, Registry
 from rcingest.schema_text import clean_descriptions
+from rcingest.schema_text import dumps as dumps  # re-exported: `rcingest schema` and tests use it
 
 SCHEMA_ID = "https://rcingest.dev/schemas/pipeline.schema.json"
 
@@ -65,10 +65,6 @@ def pipeline_schema(registry: Registry) -> dict[str, Any]:
     }
     result: dict[str, Any] = clean_descriptions(schema)
     return result
-
-
-def dumps(schema: dict[str, Any]) -> str:
-    return json.dumps(schema, indent=2, sort_keys=False) + "\n"
 
 
 def generated_schemas(registry: Registry) -> dict[str, tuple[dict[str, Any], list[Path]]]:

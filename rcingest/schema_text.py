@@ -8,6 +8,7 @@ description is normalised here the way :func:`inspect.cleandoc` reads a docstrin
 from __future__ import annotations
 
 import inspect
+import json
 from typing import Any
 
 
@@ -23,3 +24,8 @@ def clean_descriptions(node: Any) -> Any:
     if isinstance(node, list):
         return [clean_descriptions(item) for item in node]
     return node
+
+
+def dumps(schema: dict[str, Any]) -> str:
+    """A schema as committed: indented JSON, keys in generation order, a final newline."""
+    return json.dumps(schema, indent=2, sort_keys=False) + "\n"

@@ -605,3 +605,29 @@ def test_database_and_artifacts_dir_flags_override(manager: Manager, write_yaml:
     assert defaults.sinks[1].config == JsonArtifactConfig(
         artifacts_dir="artifacts/issues/wave3/bitbucket"
     )
+
+
+async def test_the_schema_is_written_beside_the_artifacts_wherever_they_go(
+    tmp_path: Path,
+) -> None:
+    """The runbook's `<artifacts>/run.schema.json` holds outside the checkout too."""
+    committed = (ROOT / "schemas" / "run.schema.json").read_bytes()
+    out = tmp_path / "elsewhere" / "evidence"
+    copy = out / "run.schema.json"
+
+    async def one_run(n: int) -> None:
+        ctx = context(tmp_path)
+        ctx.run_id = f"schema-{n}"
+        async with JsonArtifactSink(JsonArtifactConfig(artifacts_dir=str(out)), ctx):
+            ctx.window = Window(T0 - timedelta(hours=4), T0)
+            ctx.status = "succeeded"
+
+    await one_run(1)
+    assert copy.read_bytes() == committed  # what `rcingest schema run` prints
+    copy.write_text("{}")
+    await one_run(2)
+    assert copy.read_bytes() == committed  # a stale copy is refreshed
+    stamp = copy.stat().st_mtime_ns
+    await one_run(3)
+    assert copy.stat().st_mtime_ns == stamp  # an identical copy is left alone
+    assert len(list(out.glob("scan_*.json"))) == 3

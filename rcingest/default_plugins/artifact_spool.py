@@ -24,10 +24,15 @@ from rcingest.artifact import (
     CommitSummary,
     RunArtifact,
     SummaryStoryKey,
+    run_schema,
 )
 from rcingest.records import StoryKeyOrigin
+from rcingest.schema_text import dumps
 from rcingest.state import atomic_write
 from rcingest.storykeys import ordered_origins
+
+#: The schema copy's name beside the artifacts (``rcingest schema run``).
+SCHEMA_COPY_NAME = "run.schema.json"
 
 _encode = msgspec.json.Encoder().encode
 _decode_summary = msgspec.json.Decoder(CommitSummary).decode
@@ -181,3 +186,20 @@ def write_streamed(path: Path, header: RunArtifact, payload: Iterable[bytes]) ->
         yield b"\n  ]\n}\n" if not first else b"]\n}\n"
 
     atomic_write(path, chunks())
+
+
+def refresh_schema_copy(directory: Path) -> bool:
+    """Write ``run.schema.json`` beside the artifacts unless an identical copy is there.
+
+    The runbook points auditors at ``<artifacts>/run.schema.json``, wherever the
+    artifacts go; it is ``rcingest schema run``. True when the file was (re)written.
+    """
+    content = dumps(run_schema()).encode("utf-8")
+    path = directory / SCHEMA_COPY_NAME
+    try:
+        if path.read_bytes() == content:
+            return False
+    except FileNotFoundError:
+        pass
+    atomic_write(path, content)
+    return True

@@ -33,7 +33,12 @@ from rcingest.artifact import (
     RunArtifact,
     SummaryStoryKey,
 )
-from rcingest.default_plugins.artifact_spool import Period, write_streamed
+from rcingest.default_plugins.artifact_spool import (
+    SCHEMA_COPY_NAME,
+    Period,
+    refresh_schema_copy,
+    write_streamed,
+)
 from rcingest.hookspecs import RegisterSink, hookimpl
 from rcingest.interfaces import Batch, ComponentConfig, RunContext, Sink
 from rcingest.records import (
@@ -126,6 +131,8 @@ class JsonArtifactSink(Sink[JsonArtifactConfig]):
             period.close()
         self.written.append(path)
         ctx.logger.info("artifact written: %s", path)
+        if refresh_schema_copy(self.dir):
+            ctx.logger.info("schema written: %s", self.dir / SCHEMA_COPY_NAME)
         return path
 
     def _source(self) -> ArtifactSource:
