@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 import click
 
 from rcingest import __version__
+from rcingest.cli_ingest import add_ingest_commands
 from rcingest.cli_options import GreedyOption
 from rcingest.config import Pipeline, load_pipeline
 from rcingest.errors import ConfigError, RcingestError
@@ -384,6 +385,9 @@ def schema(ctx: click.Context, name: str, write: bool, include_all: bool) -> Non
     if name not in schemas:
         raise click.UsageError(f"the {name!r} schema is not available in this installation")
     click.echo(dumps(schemas[name][0]), nl=False)
+
+
+add_ingest_commands(cli, run)
 
 
 def build_cli(manager: Manager | None = None) -> click.Group:

@@ -73,7 +73,10 @@ def fake_bitbucket() -> Iterator[str]:
         proc.wait(timeout=30)
 
 
-def test_run_takes_the_runbooks_space_separated_repos(tmp_path: Path, fake_bitbucket: str) -> None:
+@pytest.mark.parametrize("command", [["run"], ["ingest", "bitbucket-scan", "--config"]])
+def test_run_takes_the_runbooks_space_separated_repos(
+    tmp_path: Path, fake_bitbucket: str, command: list[str]
+) -> None:
     pipeline = tmp_path / "scan.yaml"
     pipeline.write_text(
         textwrap.dedent(
@@ -86,7 +89,7 @@ def test_run_takes_the_runbooks_space_separated_repos(tmp_path: Path, fake_bitbu
             """
         )
     )
-    args = ["run", str(pipeline), "--hours", "4", "--repos", "service-00", "service-01"]
+    args = [*command, str(pipeline), "--hours", "4", "--repos", "service-00", "service-01"]
     result = CliRunner().invoke(cli, [*args, "--branches", "main", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
