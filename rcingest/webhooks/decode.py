@@ -24,6 +24,7 @@ import msgspec
 from rcingest.bitbucket import api
 from rcingest.bitbucket.parse import commit_from_api, pull_request_from_api
 from rcingest.records import Commit, PullRequest, PullRequestRef, Record, WebhookDelivery
+from rcingest.webhooks.events import KNOWN_EVENTS, PR_EVENTS, PUSH, STORED_EVENTS
 
 __all__ = [
     "MAX_ATTEMPT",
@@ -39,43 +40,6 @@ __all__ = [
     "read_headers",
 ]
 
-PUSH = "repo:push"
-PR_EVENTS = frozenset(
-    {
-        "pullrequest:created",
-        "pullrequest:updated",
-        "pullrequest:fulfilled",
-        "pullrequest:rejected",
-    }
-)
-STORED_EVENTS = frozenset({PUSH, *PR_EVENTS})
-# Event keys Bitbucket documents (bitbucket-api.md §5.4): acknowledged, counted, not stored.
-KNOWN_EVENTS = STORED_EVENTS | frozenset(
-    {
-        "repo:fork",
-        "repo:updated",
-        "repo:created",
-        "repo:deleted",
-        "repo:imported",
-        "repo:transfer",
-        "repo:commit_comment_created",
-        "repo:commit_status_created",
-        "repo:commit_status_updated",
-        "pullrequest:approved",
-        "pullrequest:unapproved",
-        "pullrequest:changes_request_created",
-        "pullrequest:changes_request_removed",
-        "pullrequest:comment_created",
-        "pullrequest:comment_updated",
-        "pullrequest:comment_deleted",
-        "pullrequest:comment_resolved",
-        "pullrequest:comment_reopened",
-        "issue:created",
-        "issue:updated",
-        "issue:comment_created",
-        "project:updated",
-    }
-)
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
 # A branch name that may hold a story key in any mode (a key is a word, a
 # hyphen and a number): a looser test than either grammar, so no key is missed.

@@ -13,7 +13,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from rcingest.webhooks.decode import KNOWN_EVENTS
+from rcingest.webhooks.events import KNOWN_EVENTS
 
 __all__ = ["CONTENT_TYPE_LATEST", "WebhookMetrics"]
 
