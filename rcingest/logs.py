@@ -16,15 +16,17 @@ import sys
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from rcingest.config import Pipeline
 from rcingest.errors import ConfigError
-from rcingest.interfaces import RunContext
 from rcingest.logconfig import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, LoggingConfig
 from rcingest.runtime import STANDARD_RECORD_FIELDS, RedactingFilter
+
+if TYPE_CHECKING:  # the CLI imports this module for its options: keep it light
+    from rcingest.config import Pipeline
+    from rcingest.interfaces import RunContext
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: Loggers of libraries that might print URLs: they go through the same filter.

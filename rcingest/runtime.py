@@ -12,10 +12,11 @@ import subprocess
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from rcingest.config import Pipeline
-from rcingest.interfaces import RunContext
+if TYPE_CHECKING:  # redact() and the log filter are used by the light CLI path
+    from rcingest.config import Pipeline
+    from rcingest.interfaces import RunContext
 
 log = logging.getLogger("rcingest")
 
@@ -120,6 +121,8 @@ def make_context(
     pipeline: Pipeline, *, mode: Literal["run", "serve"] = "run", dry_run: bool = False
 ) -> RunContext:
     now = datetime.now(UTC)
+    from rcingest.interfaces import RunContext
+
     return RunContext(
         run_id=new_run_id(now),
         pipeline_name=pipeline.config.name,

@@ -1,0 +1,122 @@
+"""``rcingest validate``, ``plugins`` and ``schema``: look at pipelines and plugins, run nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from rcingest.cli_common import fail, registry_of
+from rcingest.errors import ConfigError, RcingestError
+
+FORMATS = click.Choice(["table", "json"])
+
+
+@click.command()
+@click.argument("pipeline", type=click.Path(dir_okay=False))
+@click.pass_context
+def validate(ctx: click.Context, pipeline: str) -> None:
+    """Check a pipeline or settings file as run and serve would, reporting every problem.
+
+    Each problem is given with its YAML path.
+
+    Unknown keys are errors. Every component is built as run builds it (so an
+    API token without its e-mail or a webhook source without a secret is
+    caught), without contacting the network or writing anything.
+    Exit 0 when valid, 2 when not.
+
+    \b
+    Example:
+      rcingest validate config/pipeline.example.yaml
+    """
+    from rcingest.preflight import preflight
+
+    path = Path(pipeline)
+    try:
+        report = preflight(path, registry_of(ctx))
+    except RcingestError as exc:
+        fail(exc)
+    if report.pipeline is None:  # then there are problems, each with its YAML path
+        fail(ConfigError(report.problems[0], report.problems), report.secrets)
+    loaded = report.pipeline
+    n_enrich, n_sinks = len(loaded.enrichers), len(loaded.sinks)
+    click.echo(
+        f"ok: {path}: source {loaded.source.label}, {n_enrich} enricher(s), {n_sinks} sink(s)"
+    )
+
+
+@click.command()
+@click.option("--all", "include_all", is_flag=True, help="Include rcingest's built-in plugins.")
+@click.option("--format", "fmt", type=FORMATS, default="json", show_default=True)
+@click.pass_context
+def plugins(ctx: click.Context, include_all: bool, fmt: str) -> None:
+    """List installed plugins: distribution, version, types and hooks.
+
+    \b
+    Examples:
+      rcingest plugins --all --format table
+      rcingest plugins --all | jq '.[].types'
+    """
+    from rcingest.plugins import describe_plugins
+
+    registry = registry_of(ctx)
+    described = describe_plugins(registry.manager, include_builtins=include_all)
+    if fmt == "json":
+        click.echo(json.dumps(described, indent=2))
+        return
+    rows = [
+        (
+            d["name"],
+            f"{d['distribution']} {d['version']}",
+            ", ".join(f"{kind}: {' '.join(names)}" for kind, names in d["types"].items()) or "-",
+        )
+        for d in described
+    ]
+    click.echo(table(("PLUGIN", "DISTRIBUTION", "TYPES"), rows), nl=False)
+
+
+def table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
+    """A plain aligned text table (no borders: easy to grep and to read in a log)."""
+    cells = [tuple(str(c) for c in header), *[tuple(str(c) for c in row) for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@click.command()
+@click.argument("name", type=click.Choice(["pipeline", "run"]), default="pipeline")
+@click.option("--write", is_flag=True, help="Write every generated schema to its committed file.")
+@click.option("--all", "include_all", is_flag=True, help="Include third-party plugin types.")
+@click.pass_context
+def schema(ctx: click.Context, name: str, write: bool, include_all: bool) -> None:
+    """Print (or --write) JSON Schemas generated from the config and artifact types.
+
+    The committed files (schemas/pipeline.schema.json, schemas/run.schema.json
+    and its copy under artifacts/) hold the built-in types only.
+
+    \b
+    Examples:
+      rcingest schema > pipeline.schema.json
+      rcingest schema run
+      rcingest schema --write
+    """
+    from rcingest.plugins import Registry, make_plugin_manager
+    from rcingest.schema import dumps, generated_schemas
+
+    builtins = Registry(make_plugin_manager(only_builtins=True))
+    registry = registry_of(ctx) if include_all and not write else builtins
+    schemas = generated_schemas(registry)
+    if write:
+        for schema_name, (content, paths) in schemas.items():
+            for target in paths:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(dumps(content), encoding="utf-8")
+                click.echo(f"wrote {target} ({schema_name})")
+        return
+    if name not in schemas:
+        raise click.UsageError(f"the {name!r} schema is not available in this installation")
+    click.echo(dumps(schemas[name][0]), nl=False)
