@@ -138,11 +138,13 @@ def run(
     sys.exit(code)
 
 
-def _load(ctx: click.Context, path: Path, overrides: dict[str, Any]) -> Pipeline:
+def _load(ctx: click.Context, path: Path, overrides: dict[str, Any], mode: str = "run") -> Pipeline:
     from rcingest.config import load_pipeline
 
     try:
-        return load_pipeline(path, registry_of(ctx), overrides=overrides)
+        return load_pipeline(
+            path, registry_of(ctx), overrides=overrides, mode="serve" if mode == "serve" else "run"
+        )
     except RcingestError as exc:
         fail(exc)
 
@@ -200,7 +202,7 @@ def serve(
 
     path = pipeline_path(pipeline, config_path)
     start_logging(ctx, log_level(quiet, verbose))  # UTC stamps until the zone is known
-    loaded = _load(ctx, path, {"host": host, "port": port, "database": database})
+    loaded = _load(ctx, path, {"host": host, "port": port, "database": database}, "serve")
     context = make_context(loaded, mode="serve")
     start_logging(ctx, log_level(quiet, verbose), loaded, context)
     try:

@@ -32,19 +32,28 @@ def validate(ctx: click.Context, pipeline: str) -> None:
       rcingest validate config/pipeline.example.yaml
     """
     from rcingest.preflight import preflight
+    from rcingest.settings import has_webhook
 
     path = Path(pipeline)
     try:
         report = preflight(path, registry_of(ctx))
+        # A settings file means a second pipeline under `serve` when it has a webhook section.
+        served = preflight(path, registry_of(ctx), mode="serve") if has_webhook(path) else None
     except RcingestError as exc:
         fail(exc)
-    if report.pipeline is None:  # then there are problems, each with its YAML path
-        fail(ConfigError(report.problems[0], report.problems), report.secrets)
-    loaded = report.pipeline
-    n_enrich, n_sinks = len(loaded.enrichers), len(loaded.sinks)
-    click.echo(
-        f"ok: {path}: source {loaded.source.label}, {n_enrich} enricher(s), {n_sinks} sink(s)"
-    )
+    problems = list(dict.fromkeys(report.problems + (served.problems if served else [])))
+    if problems:  # each with its YAML path
+        fail(ConfigError(problems[0], problems), report.secrets)
+    for checked, command in ((report, "run"), (served, "serve")):
+        if checked is None or checked.pipeline is None:
+            continue
+        loaded = checked.pipeline
+        n_enrich, n_sinks = len(loaded.enrichers), len(loaded.sinks)
+        under = f" (settings file, under rcingest {command})" if checked.settings else ""
+        click.echo(
+            f"ok: {path}{under}: source {loaded.source.label}, "
+            f"{n_enrich} enricher(s), {n_sinks} sink(s)"
+        )
 
 
 @click.command()

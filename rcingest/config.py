@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
@@ -223,8 +223,20 @@ class Prepared:
     path: Path
     data: dict[str, Any]
     secrets: frozenset[str]
-    #: Every problem found, as ``$.path: message`` (without the file name).
+    #: Every problem found, as ``$.path: message`` (without the file name), with
+    #: pipeline paths: ``shown()`` gives them as the file names them.
     problems: list[str]
+    #: Moves a problem's pipeline path to the path in the file as written (a
+    #: settings file's ``$.bitbucket...``); the identity for pipeline files.
+    relocate: Callable[[str], str] = field(default=lambda problem: problem)
+    #: True when the file is a runbook settings file (``rcingest.settings``).
+    settings: bool = False
+
+    def shown(self, found: list[str] | None = None) -> list[str]:
+        """``found`` (default: the problems) with the paths of the file as written."""
+        return list(
+            dict.fromkeys(self.relocate(p) for p in (self.problems if found is None else found))
+        )
 
 
 def prepare(
@@ -233,17 +245,38 @@ def prepare(
     *,
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
+    mode: Literal["run", "serve"] = "run",
 ) -> Prepared:
     """Read, interpolate, override, normalise dates and validate, collecting every problem.
 
+    A runbook settings file (``rcingest.settings``) is translated into the
+    pipeline ``mode`` runs (``run``: the REST scan; ``serve``: the webhook
+    daemon) after interpolation, and its problems carry its own paths.
     Raises ``ConfigError`` only when there is nothing to check (the file is
     missing, is not YAML or not a mapping; a flag no component accepts).
     """
+    from rcingest import settings
+
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: $: expected a mapping at the top level")
     data, secrets, found = interpolate(raw, os.environ if environ is None else environ)
+    if settings.is_settings(data):
+        data, relocate, settings_problems = settings.translate(data, mode)
+        if settings_problems or not data:
+            problems = [*found, *settings_problems]
+            return Prepared(path, data, frozenset(secrets), problems, relocate, True)
+        data = apply_overrides(data, overrides or {}, registry)
+        prepared = _check(path, data, secrets, found, registry)
+        prepared.relocate, prepared.settings = relocate, True
+        return prepared
     data = apply_overrides(data, overrides or {}, registry)
+    return _check(path, data, secrets, found, registry)
+
+
+def _check(
+    path: Path, data: dict[str, Any], secrets: set[str], found: list[str], registry: Registry
+) -> Prepared:
     for kind, _where, entry in entries(data):
         registered = _lookup(registry, kind, entry.get("type"))
         if registered is not None and isinstance(entry.get("config"), dict):
@@ -302,13 +335,14 @@ def load_pipeline(
     *,
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
+    mode: Literal["run", "serve"] = "run",
 ) -> Pipeline:
-    """Read, interpolate, override and validate a pipeline.
+    """Read, interpolate, override and validate a pipeline (or a settings file for ``mode``).
 
     Raises ``ConfigError`` listing every problem found, each with its YAML path.
     ``rcingest validate`` goes further (``rcingest.preflight``): it also builds
     every component, as ``run`` does.
     """
-    prepared = prepare(path, registry, overrides=overrides, environ=environ)
-    raise_problems(path, prepared.problems)
+    prepared = prepare(path, registry, overrides=overrides, environ=environ, mode=mode)
+    raise_problems(path, prepared.shown())
     return resolve(prepared, registry)

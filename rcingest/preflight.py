@@ -54,6 +54,8 @@ class Report:
     #: Values to redact from anything printed about this file.
     secrets: frozenset[str]
     pipeline: Pipeline | None = None
+    #: True for a runbook settings file (``rcingest.settings``).
+    settings: bool = False
 
 
 def preflight(
@@ -62,18 +64,24 @@ def preflight(
     *,
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
+    mode: Literal["run", "serve"] = "run",
 ) -> Report:
-    """Every problem ``run``/``serve`` would stop on, each with its YAML path; no I/O."""
+    """Every problem ``run``/``serve`` would stop on, each with its YAML path; no I/O.
+
+    ``mode`` matters only for a settings file, which means a different
+    pipeline under ``run`` (the scan) and ``serve`` (the webhook daemon).
+    """
     try:
-        prepared = prepare(path, registry, overrides=overrides, environ=environ)
+        prepared = prepare(path, registry, overrides=overrides, environ=environ, mode=mode)
     except ConfigError as exc:  # not YAML, not a mapping: nothing more to check
         return Report(path, list(exc.problems), frozenset())
     found = list(prepared.problems)
     context = _context(prepared, registry)
     for component in _buildable(prepared, registry, found):
         found.extend(build_problems(component, context))
-    found = list(dict.fromkeys(found))
+    found = prepared.shown(found)
     report = Report(path, [f"{path}: {p}" for p in found], prepared.secrets)
+    report.settings = prepared.settings
     if not found:
         report.pipeline = resolve(prepared, registry)
     return report

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from datetime import datetime, timedelta
@@ -34,6 +35,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--no-honour-retries",
         action="store_true",
         help="429 purely by count, even a request repeated after its Retry-After",
+    )
+    p.add_argument(
+        "--expect-auth-env",
+        metavar="VAR",
+        help="answer 401 unless the Authorization header equals $VAR "
+        "(an environment variable, so the credential stays out of the process list)",
     )
     p.add_argument("--error-every", type=int, default=0)
     p.add_argument("--diffstat-timeout-every", type=int, default=0)
@@ -63,7 +70,8 @@ async def _serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with FakeBitbucket(spec, faults, port=args.port) as fake:
+    expected = os.environ[args.expect_auth_env] if args.expect_auth_env else None
+    async with FakeBitbucket(spec, faults, port=args.port, expected_auth=expected) as fake:
         print(f"READY {fake.base_url}", flush=True)
         await stop.wait()
 
