@@ -2,7 +2,7 @@
 
 Exit codes: 0 success; 1 the run failed; 2 bad usage or bad configuration
 (nothing was written). The commands live in ``cli_run`` (run, serve),
-``cli_tools`` (validate, plugins, schema) and ``cli_ingest`` (the runbook's
+``cli_tools`` (validate, init, plugins, schema) and ``cli_ingest`` (the runbook's
 names); plugins add theirs through ``rcingest_register_commands``.
 """
 
@@ -15,7 +15,7 @@ from rcingest.cli_common import fail
 from rcingest.cli_common import iso_option as _iso  # kept for tests and callers of 0.1
 from rcingest.cli_ingest import add_ingest_commands
 from rcingest.cli_run import run, serve
-from rcingest.cli_tools import plugins, schema, validate
+from rcingest.cli_tools import init, plugins, schema, validate
 from rcingest.errors import RcingestError
 from rcingest.plugins import Manager, Registry, make_plugin_manager
 
@@ -31,7 +31,7 @@ def cli() -> None:
     """rcingest: ingest Bitbucket commits, files, authors and Jira keys through plugin pipelines."""
 
 
-for _command in (run, serve, validate, plugins, schema):
+for _command in (run, serve, validate, init, plugins, schema):
     cli.add_command(_command)
 add_ingest_commands(cli, run)
 

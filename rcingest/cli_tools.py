@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from rcingest.cli_common import fail, registry_of
 from rcingest.errors import ConfigError, RcingestError
 
+if TYPE_CHECKING:
+    from rcingest.config import Pipeline
+
 FORMATS = click.Choice(["table", "json"])
 
 
 @click.command()
 @click.argument("pipeline", type=click.Path(dir_okay=False))
+@click.option(
+    "--check-connection",
+    is_flag=True,
+    help="Then try the API host and the credentials once, read-only (exit 1 if that fails).",
+)
 @click.pass_context
-def validate(ctx: click.Context, pipeline: str) -> None:
+def validate(ctx: click.Context, pipeline: str, check_connection: bool) -> None:
     """Check a pipeline or settings file as run and serve would, reporting every problem.
 
     Each problem is given with its YAML path.
@@ -25,11 +34,14 @@ def validate(ctx: click.Context, pipeline: str) -> None:
     Unknown keys are errors. Every component is built as run builds it (so an
     API token without its e-mail or a webhook source without a secret is
     caught), without contacting the network or writing anything.
-    Exit 0 when valid, 2 when not.
+    Exit 0 when valid, 2 when not. With --check-connection, one request to
+    the workspace's repository listing and one per configured repository
+    (at most 10) follow; exit 1 when one of them fails.
 
     \b
-    Example:
+    Examples:
       rcingest validate config/pipeline.example.yaml
+      rcingest validate config/settings.yaml --check-connection
     """
     from rcingest.preflight import preflight
     from rcingest.settings import has_webhook
@@ -54,6 +66,26 @@ def validate(ctx: click.Context, pipeline: str) -> None:
             f"ok: {path}{under}: source {loaded.source.label}, "
             f"{n_enrich} enricher(s), {n_sinks} sink(s)"
         )
+    if check_connection:
+        _check_connection([c.pipeline for c in (report, served) if c and c.pipeline])
+
+
+def _check_connection(pipelines: list[Pipeline]) -> None:
+    from rcingest.doctor import check_connection
+
+    seen: set[str] = set()
+    failed = False
+    for loaded in pipelines:
+        for check in check_connection(loaded):
+            if check.what in seen:
+                continue
+            seen.add(check.what)
+            failed = failed or not check.ok
+            click.echo(check.line())
+        if not seen:
+            click.echo("ok   nothing to check: no component of this pipeline talks to Bitbucket")
+    if failed:
+        sys.exit(1)
 
 
 @click.command()
@@ -129,3 +161,46 @@ def schema(ctx: click.Context, name: str, write: bool, include_all: bool) -> Non
     if name not in schemas:
         raise click.UsageError(f"the {name!r} schema is not available in this installation")
     click.echo(dumps(schemas[name][0]), nl=False)
+
+
+#: ``rcingest init --kind``: the template (in rcingest/templates/) and where it goes by default.
+TEMPLATES = {
+    "settings": ("settings.yaml", "config/settings.yaml"),
+    "scan": ("scan.yaml", "config/scan.yaml"),
+    "webhook": ("webhook.yaml", "config/webhook.yaml"),
+}
+
+
+@click.command()
+@click.argument("path", required=False, type=click.Path(dir_okay=False))
+@click.option(
+    "--kind",
+    type=click.Choice(sorted(TEMPLATES)),
+    default="settings",
+    show_default=True,
+    help="settings: the runbook's settings file; scan / webhook: a pipeline file.",
+)
+@click.option("--force", is_flag=True, help="Replace the file if it exists.")
+def init(path: str | None, kind: str, force: bool) -> None:
+    """Write a commented settings or pipeline file to start from.
+
+    \b
+    Examples:
+      rcingest init                      # config/settings.yaml
+      rcingest init --kind webhook hooks.yaml
+    """
+    from importlib.resources import files
+
+    template, default = TEMPLATES[kind]
+    target = Path(path or default)
+    if target.exists() and not force:
+        raise click.UsageError(f"{target} exists; --force replaces it")
+    text = files("rcingest").joinpath("templates", template).read_text(encoding="utf-8")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.tmp")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(target)  # atomic: never a half-written file under the real name
+    command = "serve" if kind == "webhook" else "run"
+    click.echo(f"wrote {target} ({kind})")
+    click.echo(f"next: edit it, then `rcingest validate {target} --check-connection`")
+    click.echo(f"      and `rcingest {command} {target}`")

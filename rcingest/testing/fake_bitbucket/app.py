@@ -123,6 +123,12 @@ async def workspaces(request: web.Request) -> web.Response:
     return _paginate(request, [value], lambda v: v, max_len=100, default_len=10)
 
 
+async def all_repositories(request: web.Request) -> web.Response:
+    """``GET /2.0/repositories``: the global listing; here, the one workspace's first page."""
+    repos = list(request.app[DATA].repos.values())
+    return _paginate(request, repos, render_repo, max_len=100, default_len=10, numbered=False)
+
+
 async def repositories(request: web.Request) -> web.Response:
     data = request.app[DATA]
     ws = request.match_info["ws"]
@@ -276,6 +282,7 @@ def make_app(
     repo = "/2.0/repositories/{ws}/{slug}"
     app.router.add_get("/2.0/workspaces", workspaces, name="workspaces")
     app.router.add_get("/2.0/workspaces/{ws}", workspaces, name="workspace")
+    app.router.add_get("/2.0/repositories", all_repositories, name="all_repositories")
     app.router.add_get("/2.0/repositories/{ws}", repositories, name="repositories")
     app.router.add_get(repo, repository, name="repository")
     app.router.add_get(repo + "/refs/branches", branches, name="branches")
