@@ -370,3 +370,35 @@ def test_serve_runs_the_webhook_section_of_a_settings_file(fresh_dir: Path) -> N
         assert conn.execute("SELECT count(*) FROM commits").fetchone()[0] >= 1
     log = (fresh_dir / "temp_data/bitbucket/rcingest.log").read_text()
     assert secret not in log + stderr
+
+
+def test_the_documented_settings_file_validates_and_its_defaults_are_the_codes(
+    tmp_path: Path,
+) -> None:
+    """docs/configuration.md, "Settings file": its example is valid, its defaults true."""
+    from rcingest import settings
+
+    defaults = settings.SettingsFile(bitbucket=settings.BitbucketSettings(workspace="x"))
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    section = doc.split("## Settings file", 1)[1].split("\n## ", 1)[0]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    for default in (
+        settings.DEFAULT_DATABASE,
+        settings.DEFAULT_ARTIFACTS,
+        settings.DEFAULT_LOG_FILE,
+        f"`{settings.DEFAULT_HOURS:g}`",
+        f"`{defaults.timezone}`",
+        f"`{defaults.database}`",
+    ):
+        assert default in section, default
+    env = {
+        "BITBUCKET_EMAIL": "rel@example.com",
+        "BITBUCKET_API_TOKEN": API_TOKEN,
+        "BITBUCKET_WEBHOOK_SECRET": "doc-secret-Lk29xQ0pZr",
+    }
+    path = tmp_path / "settings.yaml"
+    path.write_text(example)
+    code, output = validate(path, **env)
+    assert code == 0, output
+    assert "under rcingest run" in output and "under rcingest serve" in output
