@@ -16,8 +16,9 @@ from aiohttp import web
 from rcingest.testing.fake_bitbucket.app import make_app
 from rcingest.testing.fake_bitbucket.data import FakeData, GenSpec
 from rcingest.testing.fake_bitbucket.faults import COUNTERS, Counters, Faults
+from rcingest.testing.fake_bitbucket.writeback import WRITES, WriteState
 
-__all__ = ["FakeBitbucket", "FakeData", "Faults", "GenSpec"]
+__all__ = ["FakeBitbucket", "FakeData", "Faults", "GenSpec", "WriteState"]
 
 
 class FakeBitbucket:
@@ -43,6 +44,11 @@ class FakeBitbucket:
     def counters(self) -> Counters:
         """Live request counters (per route, per status, peak in flight)."""
         return self.app[COUNTERS]
+
+    @property
+    def writes(self) -> WriteState:
+        """Planted diffs, and the comments, statuses and reports written (with raw bodies)."""
+        return self.app[WRITES]
 
     @property
     def base_url(self) -> str:

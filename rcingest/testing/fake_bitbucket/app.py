@@ -34,6 +34,7 @@ from rcingest.testing.fake_bitbucket.faults import (
     faults_middleware,
 )
 from rcingest.testing.fake_bitbucket.render import render_commit, render_pr, render_repo
+from rcingest.testing.fake_bitbucket.writeback import add_writeback_routes
 
 __all__ = ["make_app"]
 
@@ -265,6 +266,11 @@ async def pullrequest_commits(request: web.Request) -> web.Response:
     )
 
 
+def _pr_exists(data: FakeData, name: str, pr_id: int) -> bool:
+    repo = data.repos.get(name)
+    return repo is not None and any(pr.id == pr_id for pr in repo.pull_requests)
+
+
 async def stats(request: web.Request) -> web.Response:
     return _json(request.app[COUNTERS].as_dict())
 
@@ -290,6 +296,7 @@ def make_app(
     app.router.add_get(repo + "/commits/{revision:.+}", commits, name="commits_rev")
     app.router.add_get(repo + "/commit/{rev}", commit, name="commit")
     app.router.add_get(repo + "/diffstat/{spec:.+}", diffstat, name="diffstat")
+    add_writeback_routes(app, repo, lambda name, pr_id: _pr_exists(data, name, pr_id))
     app.router.add_get(repo + "/pullrequests", pullrequests, name="pullrequests")
     app.router.add_get(repo + "/pullrequests/{id:\\d+}", pullrequest, name="pullrequest")
     app.router.add_get(
