@@ -8,6 +8,7 @@ the same path a third party uses. ``Registry`` is the only place that calls
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import logging
 import os
@@ -228,8 +229,11 @@ class Registry:
         except KeyError:
             installed = sorted(self._types[kind])
             hint = "" if installed else "; is rcingest installed (`pip install -e .`)?"
+            # Only this kind's types: a sink's name is no suggestion for a source.
+            close = difflib.get_close_matches(str(type_name), installed, n=1)
+            guess = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(
-                f"unknown {kind} type {type_name!r}; installed types: {installed}{hint}"
+                f"unknown {kind} type {type_name!r}{guess}; installed types: {installed}{hint}"
             ) from None
 
     def register_commands(self, cli: Any) -> None:

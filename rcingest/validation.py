@@ -1,20 +1,27 @@
 """Turn a mapping plus a msgspec Struct type into every problem, each with a YAML path.
 
 msgspec stops at the first error, so the "show me everything" path validates
-against the JSON Schema that msgspec generates, with jsonschema. Messages are
-built here from the error's kind, never from the offending value, because a
-value may be a secret that came from the environment.
+against the JSON Schema that msgspec generates, with jsonschema. A valid
+mapping (the common case) is accepted by msgspec alone, and jsonschema is
+imported only once there is something to report: ``rcingest validate`` on a
+good file does not pay for it (issue 11: start-up). Messages are built here
+from the error's kind, never from the offending value, because a value may be
+a secret that came from the environment. An unknown key gets the closest
+field name of its Struct ("did you mean"), a key being the user's own text.
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import msgspec
+
+if TYPE_CHECKING:
+    import jsonschema
 
 _JSON_TYPES = {
     "string": "str",
@@ -44,8 +51,21 @@ def yaml_path(prefix: str, parts: Iterable[Any]) -> str:
     return out
 
 
+def did_you_mean(given: str, choices: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the choice closest to ``given``, or ``""`` if none is close."""
+    close = difflib.get_close_matches(given, sorted(choices), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def unknown_field(key: Any, known: Iterable[str]) -> str:
+    """The message for an unknown key among the ``known`` field names."""
+    return "unknown field" + (did_you_mean(key, known) if isinstance(key, str) else "")
+
+
 @functools.cache
 def _validator(struct_type: type) -> jsonschema.Draft202012Validator:
+    import jsonschema
+
     schema = msgspec.json.schema(struct_type)
     return jsonschema.Draft202012Validator(schema)
 
@@ -70,7 +90,7 @@ def _describe(error: jsonschema.ValidationError) -> list[tuple[list[Any], str]]:
     schema: dict[str, Any] = error.schema if isinstance(error.schema, dict) else {}
     if v == "additionalProperties" and isinstance(error.instance, dict):
         known = set(schema.get("properties", {}))
-        return [([*where, k], "unknown field") for k in error.instance if k not in known]
+        return [([*where, k], unknown_field(k, known)) for k in error.instance if k not in known]
     if v == "required" and isinstance(error.instance, dict):
         wanted = error.validator_value if isinstance(error.validator_value, list) else []
         return [([*where, k], "missing required field") for k in wanted if k not in error.instance]
@@ -142,6 +162,8 @@ def struct_problem(exc: msgspec.ValidationError, prefix: str) -> str:
     message = message.replace("`", "")
     unknown = re.match(r"Object contains unknown field (\S+)", message)
     if unknown:
+        # Not reached through errors_for (the schema names unknown keys, with a
+        # suggestion, first); kept for callers converting on their own.
         return f"{full}.{unknown.group(1)}: unknown field"
     missing = re.match(r"Object missing required field (\S+)", message)
     if missing:
@@ -151,14 +173,17 @@ def struct_problem(exc: msgspec.ValidationError, prefix: str) -> str:
 
 def errors_for(data: Any, struct_type: type, prefix: str) -> list[str]:
     """Every problem of ``data`` against ``struct_type``, as ``$.path: message`` lines."""
+    try:
+        msgspec.convert(data, struct_type)
+    except msgspec.ValidationError as exc:
+        # The schema says nothing msgspec would not: what msgspec accepts has no
+        # schema errors either, so the schema is consulted only from here on.
+        first = struct_problem(exc, prefix)
+    else:
+        return []
     found: list[str] = []
     for error in sorted(_validator(struct_type).iter_errors(data), key=lambda e: list(e.path)):
         for where, message in _describe(error):
             found.append(f"{yaml_path(prefix, where)}: {message}")
-    if not found:
-        # Checks the schema cannot express (cross-field rules in __post_init__).
-        try:
-            msgspec.convert(data, struct_type)
-        except msgspec.ValidationError as exc:
-            found.append(struct_problem(exc, prefix))
-    return list(dict.fromkeys(found))
+    # Else a check the schema cannot express (a cross-field rule in __post_init__).
+    return list(dict.fromkeys(found)) if found else [first]

@@ -26,7 +26,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import backoff
@@ -34,8 +34,11 @@ import msgspec
 from yarl import URL
 
 from rcingest.bitbucket import api
-from rcingest.bitbucket.auth import AuthConfig, auth_header, auth_secrets
+from rcingest.bitbucket.auth import auth_header, auth_secrets
 from rcingest.bitbucket.budget import HourlyBudget
+
+# Re-exported: ``ClientConfig`` lives in the light module (no aiohttp) since issue 11.
+from rcingest.bitbucket.config import DEFAULT_REQUESTS_PER_HOUR, ClientConfig
 from rcingest.bitbucket.parse import error_message, page_next
 from rcingest.bitbucket.retry import (
     BitbucketError,
@@ -47,7 +50,7 @@ from rcingest.bitbucket.retry import (
     wait_gen,
 )
 from rcingest.errors import ConfigError
-from rcingest.interfaces import ComponentConfig, Stats
+from rcingest.interfaces import Stats
 from rcingest.runtime import redact
 
 __all__ = [
@@ -63,8 +66,6 @@ __all__ = [
 
 #: Redirects followed per request before giving up (a loop or a long chain).
 MAX_REDIRECTS = 5
-#: Bitbucket Cloud's hourly limit for authenticated user tokens: the default budget.
-DEFAULT_REQUESTS_PER_HOUR = 1000
 #: Bitbucket Cloud's hourly limit for anonymous requests.
 ANONYMOUS_REQUESTS_PER_HOUR = 60
 #: The real API host: anonymous access there is limited (and public repositories only).
@@ -75,28 +76,6 @@ Params = Mapping[str, str | int | list[str]]
 log = logging.getLogger("rcingest.bitbucket")
 
 _REPO_IN_PATH = re.compile(r"/repositories/([^/?#]+/[^/?#]+)")
-
-
-class ClientConfig(ComponentConfig):
-    """Settings of the REST client; a source config inherits them at its top level."""
-
-    #: The API root; change it for the fake Bitbucket or a proxy.
-    base_url: str = "https://api.bitbucket.org/2.0"
-    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
-    #: Requests in flight at most.
-    concurrency: Annotated[int, msgspec.Meta(ge=1, le=256)] = 8
-    #: Client-side budget over a rolling hour (Bitbucket: 1,000 for user tokens); 0 = unlimited.
-    #: Anonymous against api.bitbucket.org, the default 1,000 becomes 60.
-    requests_per_hour: Annotated[int, msgspec.Meta(ge=0)] = DEFAULT_REQUESTS_PER_HOUR
-    #: Total seconds for one request (connect + read).
-    timeout: Annotated[float, msgspec.Meta(gt=0)] = 30.0
-    #: Attempts per request, the first included.
-    max_tries: Annotated[int, msgspec.Meta(ge=1)] = 8
-    #: Seconds one request may spend retrying, in all.
-    max_time: Annotated[float, msgspec.Meta(gt=0)] = 300.0
-    #: First back-off delay in seconds; doubles per retry up to ``backoff_max``.
-    backoff_base: Annotated[float, msgspec.Meta(ge=0)] = 1.0
-    backoff_max: Annotated[float, msgspec.Meta(ge=0)] = 60.0
 
 
 def page_size(path: str) -> int:

@@ -15,28 +15,27 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
-from aiohttp import web
 
 from rcingest.bitbucket.auth import auth_header, auth_secrets
-from rcingest.bitbucket.client import ClientConfig
+from rcingest.bitbucket.config import ClientConfig
 from rcingest.errors import ConfigError
 from rcingest.hookspecs import RegisterSource, hookimpl
 from rcingest.interfaces import RunContext, Source
 from rcingest.records import Checkpoint, Record, record_type
 from rcingest.runtime import redact
-from rcingest.webhooks.app import (
-    BackfillSettings,
-    Receiver,
-    ReceiverSettings,
-    create_app,
-    stop_backfill,
-)
-from rcingest.webhooks.backfill import BackfillStore
 from rcingest.webhooks.intake import STREAM, STREAMS, Intake
-from rcingest.webhooks.metrics import WebhookMetrics
+
+# The HTTP server (aiohttp), the metrics (prometheus-client) and the backfill
+# client are imported when the source is built for `serve`, not when plugins
+# are discovered or another pipeline is validated (issue 11: start-up).
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from rcingest.webhooks.app import Receiver
+    from rcingest.webhooks.metrics import WebhookMetrics
 
 __all__ = ["BitbucketWebhookSource", "WebhookConfig"]
 
@@ -89,6 +88,9 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
     low_latency = True
 
     def __init__(self, config: WebhookConfig, context: RunContext) -> None:
+        from rcingest.webhooks.app import Receiver, ReceiverSettings
+        from rcingest.webhooks.metrics import WebhookMetrics
+
         super().__init__(config, context)
         if config.secret is None and not config.insecure:
             # A rule of the component, not of its Config's shape: `rcingest validate`
@@ -98,12 +100,12 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
                 "or `insecure: true` to accept unsigned deliveries"
             )
         self.intake = Intake()
-        self.metrics = WebhookMetrics()
+        self.metrics: WebhookMetrics = WebhookMetrics()
         secrets = set(context.secrets) | set(auth_secrets(config.auth))
         if config.secret:
             secrets.add(config.secret)
         self._secrets = frozenset(secrets)
-        self.receiver = Receiver(
+        self.receiver: Receiver = Receiver(
             settings=ReceiverSettings(
                 path=config.path,
                 secret=config.secret,
@@ -127,6 +129,11 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
         return redact(text, self._secrets)
 
     async def __aenter__(self) -> BitbucketWebhookSource:
+        from aiohttp import web
+
+        from rcingest.webhooks.app import BackfillSettings, create_app
+        from rcingest.webhooks.backfill import BackfillStore
+
         cfg, log = self.config, self.receiver.logger
         backfill = None
         if self.backfill_enabled:
@@ -214,6 +221,8 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
         if self._site is not None:
             await self._site.stop()  # no new connections
             self._site = None
+        from rcingest.webhooks.app import stop_backfill
+
         await stop_backfill(self.receiver)
         # Requests already being read get to hand their records over.
         if self.receiver.entering:

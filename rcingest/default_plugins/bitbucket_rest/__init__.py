@@ -19,19 +19,16 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import msgspec
 
 from rcingest.bitbucket import api
-from rcingest.bitbucket.client import BitbucketClient, ClientConfig
+from rcingest.bitbucket.config import ClientConfig, check_client_config
 from rcingest.bitbucket.parse import repository_from_api
 from rcingest.bitbucket.window import branch_window, covered_start, resolve_window
-from rcingest.default_plugins.bitbucket_rest.scan import (
-    ScanOptions,
-    effective_window,
-    scan_repository,
-    stream_name,
-)
 from rcingest.hookspecs import hookimpl
 from rcingest.interfaces import RunContext, Source, Window
 from rcingest.records import Checkpoint, Record, Repository
 
+# The client and the scan import aiohttp, yarl and backoff: they are imported
+# when a source is built for a run, not when plugins are discovered or a
+# pipeline is validated (issue 11: start-up).
 if TYPE_CHECKING:
     import click
 
@@ -85,6 +82,16 @@ class BitbucketRestConfig(ClientConfig, kw_only=True):
                 raise ValueError("since must be before until")
 
 
+def _window(config: BitbucketRestConfig, context: RunContext) -> Window:
+    return resolve_window(
+        context.started_at,
+        context.timezone,
+        hours=config.hours,
+        since=config.since,
+        until=config.until,
+    )
+
+
 def _full_name(workspace: str, entry: str) -> str:
     entry = entry.strip().strip("/")
     return entry if "/" in entry else f"{workspace}/{entry}"
@@ -104,18 +111,20 @@ class BitbucketRestSource(Source[BitbucketRestConfig]):
     Config = BitbucketRestConfig
 
     def __init__(self, config: BitbucketRestConfig, context: RunContext) -> None:
+        from rcingest.bitbucket.client import BitbucketClient
+
         super().__init__(config, context)
         # Fail at build time, before any request, on a bad window or auth mix.
-        self.window = resolve_window(
-            context.started_at,
-            context.timezone,
-            hours=config.hours,
-            since=config.since,
-            until=config.until,
-        )
+        self.window = _window(config, context)
         self.client = BitbucketClient(
             config, context.stats, context.logger, secrets=context.secrets
         )
+
+    @classmethod
+    def preflight(cls, config: BitbucketRestConfig, context: RunContext) -> None:
+        """``rcingest validate``: what the constructor refuses, without importing the client."""
+        _window(config, context)
+        check_client_config(config, context.logger)
 
     async def _repositories(self) -> list[Repository]:
         cfg = self.config
@@ -168,6 +177,8 @@ class BitbucketRestSource(Source[BitbucketRestConfig]):
         self, repo: Repository, cursors: Mapping[str, dict[str, Any]]
     ) -> tuple[dict[str, Window], dict[str, datetime]]:
         """Each branch still to scan with its window, and the start its checkpoint covers."""
+        from rcingest.default_plugins.bitbucket_rest.scan import stream_name
+
         names = self.config.default_branches or ([repo.mainbranch] if repo.mainbranch else [])
         out: dict[str, Window] = {}
         covered: dict[str, datetime] = {}
@@ -191,6 +202,12 @@ class BitbucketRestSource(Source[BitbucketRestConfig]):
         self, cursors: Mapping[str, dict[str, Any]]
     ) -> AsyncIterator[Record | Checkpoint]:
         """Repositories, pull requests and commits in the window, a checkpoint per branch."""
+        from rcingest.default_plugins.bitbucket_rest.scan import (
+            ScanOptions,
+            effective_window,
+            scan_repository,
+        )
+
         cfg, ctx = self.config, self.context
         ctx.window = self.window
         async with self.client:
@@ -267,7 +284,14 @@ def register_sources(register: RegisterSource) -> None:
 
 @hookimpl
 def register_commands(cli: click.Group) -> None:
-    """Add ``rcingest demo``."""
-    from rcingest.demo import demo
+    """Add ``rcingest demo`` (imported when it runs: it needs the runner and the fake)."""
+    from rcingest.default_plugins.lazy_command import LazyCommand
 
-    cli.add_command(demo)
+    cli.add_command(LazyCommand("demo", "rcingest.demo:demo", DEMO_SUMMARY))
+
+
+#: ``rcingest --help``'s line for ``demo``: the first paragraph of its docstring
+#: (``tests/test_startup.py`` checks that the two agree).
+DEMO_SUMMARY = (
+    "Run the example scan against a fake Bitbucket on loopback (no account, no network)."
+)

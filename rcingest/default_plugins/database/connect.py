@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
-
-import peewee
 
 from rcingest.errors import ConfigError
 from rcingest.runtime import redact as _redact
 
-__all__ = ["is_postgres", "open_database", "redact", "scrub"]
+if TYPE_CHECKING:
+    import peewee
+
+__all__ = ["check_database", "is_postgres", "open_database", "redact", "scrub"]
 
 _PG_SCHEMES = ("postgresql", "postgres")
 
@@ -37,6 +38,18 @@ def scrub(text: str, secrets: set[str] | frozenset[str]) -> str:
     return _redact(text, secrets)
 
 
+def check_database(spec: str, *, create_folders: bool = True) -> None:
+    """Raise the ``ConfigError`` :func:`open_database` would raise, without importing peewee.
+
+    ``rcingest validate`` calls it with ``create_folders=False`` (folders only
+    checked to be creatable), so validating a pipeline loads no database layer.
+    """
+    if is_postgres(spec):
+        _postgres_params(spec)
+    else:
+        _sqlite_path(spec, create_folders)
+
+
 def open_database(
     spec: str,
     *,
@@ -52,27 +65,12 @@ def open_database(
     ``?password=`` query parameter, which libpq prefers) is returned so callers
     can scrub driver messages.
     """
+    import peewee
+
     if is_postgres(spec):
-        return _postgres(spec)
-    if "://" in spec:
-        raise ConfigError(
-            f"database {redact(spec)!r}: unsupported URL scheme; use a file path for "
-            "SQLite or postgresql://user:password@host:port/dbname"
-        )
-    path = Path(spec).expanduser()
-    if spec != ":memory:" and not create_folders:
-        if not _creatable(path.parent):
-            raise ConfigError(
-                f"database {spec!r}: cannot create folder {str(path.parent)!r}: "
-                "a parent is not a writable folder"
-            )
-    elif spec != ":memory:":
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(
-                f"database {spec!r}: cannot create folder {str(path.parent)!r}: {exc.strerror}"
-            ) from None
+        name, params, password = _postgres_params(spec)
+        return peewee.PostgresqlDatabase(name, **params), password
+    path = _sqlite_path(spec, create_folders)
     pragmas: dict[str, Any] = {
         "journal_mode": "wal",
         "synchronous": synchronous,
@@ -94,6 +92,30 @@ def open_database(
     return db, None
 
 
+def _sqlite_path(spec: str, create_folders: bool) -> Path:
+    """The SQLite file of ``spec``, its folder made (or checked to be creatable)."""
+    if "://" in spec:
+        raise ConfigError(
+            f"database {redact(spec)!r}: unsupported URL scheme; use a file path for "
+            "SQLite or postgresql://user:password@host:port/dbname"
+        )
+    path = Path(spec).expanduser()
+    if spec != ":memory:" and not create_folders:
+        if not _creatable(path.parent):
+            raise ConfigError(
+                f"database {spec!r}: cannot create folder {str(path.parent)!r}: "
+                "a parent is not a writable folder"
+            )
+    elif spec != ":memory:":
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"database {spec!r}: cannot create folder {str(path.parent)!r}: {exc.strerror}"
+            ) from None
+    return path
+
+
 def _creatable(folder: Path) -> bool:
     """Whether ``folder`` exists or could be made: its nearest existing ancestor is writable."""
     for candidate in (folder, *folder.parents):
@@ -102,7 +124,8 @@ def _creatable(folder: Path) -> bool:
     return False
 
 
-def _postgres(spec: str) -> tuple[peewee.Database, str | None]:
+def _postgres_params(spec: str) -> tuple[str, dict[str, Any], str | None]:
+    """The database name, the connection parameters and the password of a PostgreSQL URL."""
     parts = urlsplit(spec)
     name = unquote(parts.path.lstrip("/"))
     if not name:
@@ -131,5 +154,4 @@ def _postgres(spec: str) -> tuple[peewee.Database, str | None]:
     query = dict(parse_qsl(parts.query))
     params.update(query)
     password = query.get("password") or password
-    db = peewee.PostgresqlDatabase(name, **{k: v for k, v in params.items() if v is not None})
-    return db, password
+    return name, {k: v for k, v in params.items() if v is not None}, password

@@ -18,21 +18,22 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import msgspec
-import peewee
 
 from rcingest.default_plugins.database.checkpointer import WalCheckpointer
-from rcingest.default_plugins.database.connect import open_database, redact, scrub
-from rcingest.default_plugins.database.models import make_models
+from rcingest.default_plugins.database.connect import check_database, redact, scrub
 from rcingest.default_plugins.database.rows import Rows, build_rows, utc
-from rcingest.default_plugins.database.runs import HOST, mark_dead_runs
-from rcingest.default_plugins.database.schema import SchemaError, ensure_schema
-from rcingest.default_plugins.database.writer import write_rows
 from rcingest.errors import RunFailed
 from rcingest.interfaces import Batch, ComponentConfig, RunContext, Sink, StateStore
 from rcingest.records import Checkpoint
+
+# peewee (and psycopg2) and the modules built on it are imported when a sink is
+# built for a run, not when plugins are discovered or a pipeline is validated
+# (issue 11: start-up); the methods that run on the writer thread import them.
+if TYPE_CHECKING:
+    import peewee
 
 T = TypeVar("T")
 
@@ -58,8 +59,12 @@ class DatabaseSink(Sink[DatabaseConfig], StateStore):
     Config = DatabaseConfig
 
     def __init__(self, config: DatabaseConfig, context: RunContext) -> None:
+        from rcingest.default_plugins.database.connect import open_database
+        from rcingest.default_plugins.database.models import make_models
+
         super().__init__(config, context)
         self.where = redact(config.database)
+        self.db: peewee.Database
         self.db, password = open_database(
             config.database,
             synchronous=config.synchronous,
@@ -78,17 +83,16 @@ class DatabaseSink(Sink[DatabaseConfig], StateStore):
     @classmethod
     def preflight(cls, config: DatabaseConfig, context: RunContext) -> None:
         """``rcingest validate``: what the constructor refuses, without creating folders."""
-        open_database(
-            config.database,
-            synchronous=config.synchronous,
-            busy_timeout_ms=config.busy_timeout_ms,
-            create_folders=False,
-        )
+        check_database(config.database, create_folders=False)
 
     # -- plumbing ---------------------------------------------------------------
 
     async def _call(self, action: str, func: Callable[..., T], *args: Any) -> T:
         """Run ``func`` on the writer thread; database errors become one clean message."""
+        import peewee
+
+        from rcingest.default_plugins.database.schema import SchemaError
+
         if self._executor is None:
             raise DatabaseWriteError(f"database {self.where}: the sink is not open")
         loop = asyncio.get_running_loop()
@@ -124,11 +128,16 @@ class DatabaseSink(Sink[DatabaseConfig], StateStore):
     # -- writer-thread bodies ---------------------------------------------------
 
     def _sqlite_file(self) -> str | None:
+        import peewee
+
         if isinstance(self.db, peewee.SqliteDatabase) and self.db.database != ":memory:":
             return str(self.db.database)
         return None
 
     def _open(self) -> tuple[int | None, int]:
+        from rcingest.default_plugins.database.runs import HOST, mark_dead_runs
+        from rcingest.default_plugins.database.schema import ensure_schema
+
         self.db.connect(reuse_if_open=True)
         if self._sqlite_file() is not None:
             # Checkpoints run on their own thread (checkpointer.py), not inside commits.
@@ -174,6 +183,8 @@ class DatabaseSink(Sink[DatabaseConfig], StateStore):
         run.update(values).where(run.id == self.context.run_id).execute()
 
     def _write(self, batch: Batch) -> int:
+        import peewee
+
         self._connected()
         try:
             return self._write_once(batch)
@@ -188,6 +199,8 @@ class DatabaseSink(Sink[DatabaseConfig], StateStore):
         return self._write_once(batch)
 
     def _alive(self) -> bool:
+        import peewee
+
         try:
             self.db.execute_sql("SELECT 1")  # type: ignore[no-untyped-call]
         except peewee.PeeweeException:
@@ -195,6 +208,8 @@ class DatabaseSink(Sink[DatabaseConfig], StateStore):
         return True
 
     def _write_once(self, batch: Batch) -> int:
+        from rcingest.default_plugins.database.writer import write_rows
+
         rows: Rows = build_rows(
             batch.records,
             batch.checkpoints,
@@ -247,6 +262,8 @@ class DatabaseSink(Sink[DatabaseConfig], StateStore):
         return out
 
     def _save(self, source_id: str, checkpoints: Sequence[Checkpoint]) -> None:
+        from rcingest.default_plugins.database.writer import write_rows
+
         self._connected()
         rows = build_rows((), checkpoints, source_id, datetime.now(UTC))
         write_rows(self.db, self.models, rows)
