@@ -394,3 +394,30 @@ def test_a_body_that_is_not_utf8_is_400_not_an_exception(event: str) -> None:
     assert (verdict.status, verdict.outcome) == (400, "bad_request")
     # Our own wording (decode.py), whatever msgspec version says it.
     assert verdict.reason == "body is not valid JSON: not UTF-8"
+
+
+@pytest.mark.parametrize(
+    ("name", "event", "scanned"),
+    [
+        ("webhook_pullrequest-created_go-scm-2018.json", "pullrequest:created", True),
+        ("webhook_pullrequest-updated_go-scm-2018.json", "pullrequest:updated", True),
+        ("webhook_pullrequest-created_jenkins-2024.json", "pullrequest:created", True),
+        ("webhook_pullrequest-fulfilled_go-scm-2018.json", "pullrequest:fulfilled", False),
+        ("webhook_pullrequest-rejected_go-scm-2018.json", "pullrequest:rejected", False),
+    ],
+)
+def test_pr_scan_jobs_are_keyed_by_source_head(name: str, event: str, scanned: bool) -> None:
+    """Issue 12: created/updated of an open PR queue a scan of its head, once per head."""
+    d = decode(headers(event), body(name), received_at=NOW, scan_pull_requests=True)
+    scans = [j for j in d.jobs if j.kind == "pr_scan"]
+    if not scanned:
+        assert scans == []
+        return
+    [job] = scans
+    payload = json.loads(body(name))["pullrequest"]
+    head = payload["source"]["commit"]["hash"]
+    assert job.head == head
+    assert job.key == f"pr_scan:{d.delivery.repository}:{payload['id']}:{head[:12]}"
+    # Without the option (no scanners configured) no scan is queued.
+    plain = decode(headers(event), body(name), received_at=NOW)
+    assert [j.kind for j in plain.jobs] == ["pr_commits"]

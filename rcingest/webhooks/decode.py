@@ -30,6 +30,7 @@ __all__ = [
     "MAX_ATTEMPT",
     "MAX_HEADER_CHARS",
     "MAX_ID",
+    "SCANNED_EVENTS",
     "STORED_EVENTS",
     "BackfillJob",
     "DecodeError",
@@ -41,6 +42,9 @@ __all__ = [
 ]
 
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
+_HEX = re.compile(r"^[0-9a-f]{7,40}$")
+#: Pull request events whose source head is scanned for secrets (when scanners are set).
+SCANNED_EVENTS = frozenset({"pullrequest:created", "pullrequest:updated"})
 # A branch name that may hold a story key in any mode (a key is a word, a
 # hyphen and a number): a looser test than either grammar, so no key is missed.
 _MAY_HOLD_KEY = re.compile(r"[A-Za-z0-9_]-[0-9]")
@@ -211,7 +215,7 @@ class BackfillJob(msgspec.Struct, frozen=True, kw_only=True):
     from the configured API host.
     """
 
-    kind: Literal["push_range", "pr_commits"]
+    kind: Literal["push_range", "pr_commits", "pr_scan"]
     repository: str
     key: str
     include: list[str] = []
@@ -224,6 +228,9 @@ class BackfillJob(msgspec.Struct, frozen=True, kw_only=True):
     #: ``pr_commits``: the repository of the source branch (a fork's, for a
     #: pull request from a fork); None when it is ``repository``.
     source_repository: str | None = None
+    #: ``pr_scan``: the source head to scan (12 characters in payloads). The
+    #: job key holds it, so a head already scanned is never queued again.
+    head: str | None = None
 
 
 class Decoded(msgspec.Struct, kw_only=True):
@@ -313,7 +320,9 @@ def _decode_push(body: bytes, headers: DeliveryHeaders, delivery: WebhookDeliver
     )
 
 
-def _decode_pr(body: bytes, headers: DeliveryHeaders, delivery: WebhookDelivery) -> Decoded:
+def _decode_pr(
+    body: bytes, headers: DeliveryHeaders, delivery: WebhookDelivery, scan: bool
+) -> Decoded:
     try:
         event = _pr_decoder.decode(body)
     except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
@@ -336,15 +345,44 @@ def _decode_pr(body: bytes, headers: DeliveryHeaders, delivery: WebhookDelivery)
         # Only a plain workspace/slug is believed; anything else: the target's.
         source_repository=source if source != repo and backfill_safe(source) else None,
     )
+    jobs = [job]
+    head = pr.source.commit.hash if pr.source.commit else None
+    if (
+        scan
+        and headers.event in SCANNED_EVENTS
+        and pr.state == "OPEN"
+        and head
+        and _HEX.match(head)
+    ):
+        # Keyed by head: an `updated` event for a head already scanned does nothing
+        # (the queue keeps done keys), a new head is scanned again.
+        jobs.append(
+            BackfillJob(
+                kind="pr_scan",
+                repository=repo,
+                key=f"pr_scan:{repo}:{pr.id}:{head[:12]}",
+                pull_request=record,
+                head=head,
+            )
+        )
     delivery.repository = repo
     delivery.content_key = (
         f"{event.repository.uuid or repo}|pr|{pr.id}|{headers.event}|{pr.updated_on.isoformat()}"
     )
-    return Decoded(delivery=delivery, records=[record], jobs=[job] if backfill_safe(repo) else [])
+    return Decoded(delivery=delivery, records=[record], jobs=jobs if backfill_safe(repo) else [])
 
 
-def decode(headers: Mapping[str, str], body: bytes, *, received_at: datetime) -> Decoded:
+def decode(
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    received_at: datetime,
+    scan_pull_requests: bool = False,
+) -> Decoded:
     """Decode one delivery (already authenticated) into records and backfill jobs.
+
+    With ``scan_pull_requests``, a ``pullrequest:created``/``updated`` of an
+    open pull request also yields a ``pr_scan`` job for its source head.
 
     An event rcingest does not store yields a ``Decoded`` with no records and
     ``delivery.outcome`` ``"ignored"`` (a documented event) or
@@ -365,7 +403,7 @@ def decode(headers: Mapping[str, str], body: bytes, *, received_at: datetime) ->
     if head.event == PUSH:
         return _decode_push(body, head, delivery)
     if head.event in PR_EVENTS:
-        return _decode_pr(body, head, delivery)
+        return _decode_pr(body, head, delivery, scan_pull_requests)
     # Not stored, but still held to the contract: the body must be JSON.
     try:
         _any_json(body)

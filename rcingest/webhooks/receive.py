@@ -59,6 +59,7 @@ def receive(
     accept_secret_header: bool = False,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     received_at: datetime | None = None,
+    scan_pull_requests: bool = False,
 ) -> Verdict:
     """Check and decode one delivery; see :class:`Verdict` for what to do next.
 
@@ -78,7 +79,12 @@ def receive(
     except AuthError as exc:
         return Verdict(status=401, reason=exc.reason, outcome="bad_signature", event=event)
     try:
-        decoded = decode(headers, body, received_at=received_at or datetime.now(UTC))
+        decoded = decode(
+            headers,
+            body,
+            received_at=received_at or datetime.now(UTC),
+            scan_pull_requests=scan_pull_requests,
+        )
     except DecodeError as exc:
         return Verdict(status=exc.status, reason=exc.reason, outcome="bad_request", event=event)
     outcome = decoded.delivery.outcome
