@@ -24,7 +24,9 @@ __all__ = ["_iso", "build_cli", "cli", "main"]
 
 @click.group(
     epilog="Exit codes: 0 ok, 1 the run failed, 2 bad usage or bad configuration. "
-    "Docs: docs/configuration.md, docs/plugin-hooks.md."
+    "Docs: the docs/ folder of the rcingest repository or source distribution "
+    "(not the wheel): docs/cli.md (commands, shell completion), docs/configuration.md, "
+    "docs/plugin-hooks.md."
 )
 @click.version_option(__version__, prog_name="rcingest")
 def cli() -> None:

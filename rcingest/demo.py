@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,20 @@ from rcingest.runtime import make_context
 from rcingest.summary import format_summary
 from rcingest.testing import FakeBitbucket, GenSpec
 
-__all__ = ["demo", "demo_pipeline", "run_demo"]
+__all__ = ["DEMO_UNTIL", "demo", "demo_pipeline", "run_demo"]
 
 #: The token the demo's fake expects; it only protects a loopback toy.
 DEMO_TOKEN = "demo-token-not-a-secret"  # noqa: S105
+
+#: The demo scans a fixed day, not the last hours before now, so its database
+#: is the same every time and the ready queries of docs/database.md (written
+#: for the America/Phoenix day 2026-11-20 and ``acme/api``) find rows in it.
+#: Its window ends at midnight in Phoenix (UTC-7 all year, no DST) ...
+DEMO_UNTIL = "2026-11-21T00:00:00"
+#: ... and the fake's newest commit is a little before that, inside the window.
+DEMO_END = datetime(2026, 11, 21, 7, tzinfo=UTC) - timedelta(minutes=20)
+#: Repository slugs the docs use (``service-03``, ... after them).
+DEMO_SLUGS = ("api", "web", "mobile")
 
 
 def demo_pipeline(base_url: str, folder: Path, branches: list[str], hours: float) -> dict[str, Any]:
@@ -46,6 +57,7 @@ def demo_pipeline(base_url: str, folder: Path, branches: list[str], hours: float
                 "auth": {"access_token": "${RCINGEST_DEMO_TOKEN:-" + DEMO_TOKEN + "}"},
                 "default_branches": branches,
                 "hours": hours,
+                "until": DEMO_UNTIL,
                 # The fake has no rate limit: an hourly budget would only
                 # stall a large demo (0 = unlimited).
                 "requests_per_hour": 0,
@@ -81,7 +93,9 @@ async def run_demo(
 
     ``folder`` must exist (the command creates it).
     """
-    spec = GenSpec(repositories=repositories, branches=3, commits=120)
+    spec = GenSpec(
+        repositories=repositories, branches=3, commits=120, end=DEMO_END, slugs=DEMO_SLUGS
+    )
     started = time.monotonic()
     async with FakeBitbucket(spec, expected_auth=f"Bearer {DEMO_TOKEN}") as fake:
         fake.faults.latency = latency
@@ -148,6 +162,9 @@ async def run_demo(
 )
 def demo(folder: Path, repositories: int, hours: float, latency: float) -> None:
     """Run the example scan against a fake Bitbucket on loopback (no account, no network).
+
+    The fake's history is fixed; the scan covers the --hours before midnight
+    ending the America/Phoenix day 2026-11-20, so every run stores the same rows.
 
     \b
     Example:
