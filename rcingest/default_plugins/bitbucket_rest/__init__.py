@@ -292,6 +292,4 @@ def register_commands(cli: click.Group) -> None:
 
 #: ``rcingest --help``'s line for ``demo``: the first paragraph of its docstring
 #: (``tests/test_startup.py`` checks that the two agree).
-DEMO_SUMMARY = (
-    "Run the example scan against a fake Bitbucket on loopback (no account, no network)."
-)
+DEMO_SUMMARY = "Run the example scan against a fake Bitbucket on loopback (no account, no network)."
