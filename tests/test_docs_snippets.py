@@ -237,6 +237,23 @@ def test_block_runs_or_is_covered(block: Block, workdir: Path) -> None:
             json.loads(block.body)  # a complete sample is valid JSON
 
 
+def test_an_unmarked_block_that_cannot_run_fails_naming_its_line(
+    tmp_path: Path, workdir: Path
+) -> None:
+    doc = ROOT / "docs" / "new.md"  # never written: only its name is used
+    text = "# New\n\n<!-- snippet: skip needs real Bitbucket credentials -->\n```bash\nx\n```\n"
+    text += "\n```bash\nsqlite3 data/x.db 'SELECT 1'\n```\n\n```bash\nrcingest nosuch\n```\n"
+    (tmp_path / "new.md").write_text(text)
+    marked, unmarked, failing = [
+        Block(doc, b.line, b.info, b.body, b.marker) for b in blocks(tmp_path / "new.md")
+    ]
+    assert marked.marker == "skip needs real Bitbucket credentials" and unmarked.marker is None
+    with pytest.raises(pytest.fail.Exception, match=r"docs/new\.md:8: `sqlite3"):
+        run_shell(unmarked, workdir)
+    with pytest.raises(AssertionError, match=r"docs/new\.md:12: .*rcingest nosuch exited 2"):
+        run_shell(failing, workdir)
+
+
 def test_blocks_are_found() -> None:
     infos = {b.info for b in ALL}
     assert {"bash", "python", "yaml", "sql"} <= infos
