@@ -29,6 +29,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from rcingest.yaml_file import read_yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 RCINGEST = Path(sys.executable).with_name("rcingest")
@@ -187,17 +189,20 @@ def run_python(block: Block, cwd: Path) -> None:
 
 
 def run_yaml(block: Block, cwd: Path) -> None:
-    data = yaml.safe_load(block.body)
+    path = cwd / "snippet.yaml"
+    path.write_text(block.body, encoding="utf-8")
+    # rcingest's own reader: `${VAR}` works anywhere, flow mappings included.
+    data = read_yaml(path)
     assert isinstance(data, dict), f"{block.where}: not a mapping"
-    if {"source", "sinks"} <= set(data) or "bitbucket" in data:
-        whole = data  # a pipeline or settings file
-    else:
+    if not ({"source", "sinks"} <= set(data) or "bitbucket" in data):
         unknown = set(data) - PIPELINE_KEYS
         assert not unknown, f"{block.where}: not a pipeline fragment: {sorted(unknown)}"
-        whole = {**FRAGMENT_BASE, **data}
-    path = cwd / "snippet.yaml"
-    path.write_text(yaml.safe_dump(whole), encoding="utf-8")
-    check([str(RCINGEST), "validate", str(path)], cwd, env(), block.where)
+        path.write_text(yaml.safe_dump({**FRAGMENT_BASE, **data}), encoding="utf-8")
+    # A `${VAR}` without a default stands for a value the reader sets: give it one.
+    environ = env()
+    for name in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", block.body):
+        environ.setdefault(name, f"doc-placeholder-{name.lower()}-0123456789")
+    check([str(RCINGEST), "validate", str(path)], cwd, environ, block.where)
 
 
 def covering_test(marker: str) -> tuple[Path, str] | None:
