@@ -16,7 +16,11 @@ Policy, in one place:
   or no route (``retry.unreachable_kind``);
 * at most ``concurrency`` requests are in flight, and a retry sleeps outside
   its slot; a rolling-hour budget (``requests_per_hour``) paces a run that
-  would exceed it instead of letting it trip 429s.
+  would exceed it instead of letting it trip 429s;
+* writes (``send``) follow the same rules, except that a write which is not
+  idempotent (``retry=False``) is repeated only after a 429; text bodies
+  (``get_text``, a PR diff) can be bounded, and a status like 555 declared an
+  answer rather than a blip (``final``).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from yarl import URL
 from rcingest.bitbucket import api
 from rcingest.bitbucket.auth import auth_header, auth_secrets
 from rcingest.bitbucket.budget import HourlyBudget
+from rcingest.bitbucket.calls import GET, Call, ResponseTooLarge, page_size, read_body
 
 # Re-exported: ``ClientConfig`` lives in the light module (no aiohttp) since issue 11.
 from rcingest.bitbucket.config import DEFAULT_REQUESTS_PER_HOUR, ClientConfig
@@ -59,7 +64,9 @@ __all__ = [
     "MAX_REDIRECTS",
     "BitbucketClient",
     "BitbucketError",
+    "Call",
     "ClientConfig",
+    "ResponseTooLarge",
     "Unreachable",
     "page_size",
 ]
@@ -76,15 +83,6 @@ Params = Mapping[str, str | int | list[str]]
 log = logging.getLogger("rcingest.bitbucket")
 
 _REPO_IN_PATH = re.compile(r"/repositories/([^/?#]+/[^/?#]+)")
-
-
-def page_size(path: str) -> int:
-    """The largest ``pagelen`` the endpoint accepts (pull requests 50, diffstat 1000, else 100)."""
-    if "/diffstat/" in path:
-        return 1000
-    if re.search(r"/pullrequests/?$", path):
-        return 50
-    return 100
 
 
 class BitbucketClient:
@@ -217,23 +215,24 @@ class BitbucketClient:
                 exc.message,
             )
 
-    async def _attempt(self, url: URL) -> bytes:
+    async def _attempt(self, url: URL, call: Call = GET) -> bytes:
         """One try: the request, following up to ``MAX_REDIRECTS`` same-API redirects."""
         first = url
         for _ in range(MAX_REDIRECTS + 1):
-            body, location = await self._request(url)
+            body, location = await self._request(url, call)
             if location is None:
                 return body
-            # Same-API redirects (a renamed repository) are followed; a
-            # redirect elsewhere is refused by url_for like a foreign ``next``.
+            # Same-API redirects (a renamed repository, a PR diff's /diff/{spec})
+            # are followed; a redirect elsewhere is refused by url_for like a
+            # foreign ``next``, before any credential is sent there.
             url = self.url_for(str(url.join(URL(location))))
         raise BitbucketError(
-            f"GET {self.redact(str(first))}: more than {MAX_REDIRECTS} redirects "
+            f"{call.method} {self.redact(str(first))}: more than {MAX_REDIRECTS} redirects "
             f"(last to {self.redact(str(url))})",
             url=self.redact(str(first)),
         )
 
-    async def _request(self, url: URL) -> tuple[bytes, str | None]:
+    async def _request(self, url: URL, call: Call = GET) -> tuple[bytes, str | None]:
         """The body of a 2xx, or the ``Location`` of a redirect; raises otherwise."""
         if self._session is None:
             raise RuntimeError("BitbucketClient used outside 'async with'")
@@ -241,17 +240,24 @@ class BitbucketClient:
         # not block the others' slots, and a retry's sleep (in backoff) is
         # outside the slot too.
         await self.budget.acquire()
-        headers = {"Authorization": self._authorization} if self._authorization else None
+        headers = {"Authorization": self._authorization} if self._authorization else {}
+        headers["Accept"] = call.accept
+        if call.body is not None:
+            headers["Content-Type"] = "application/json"
         shown = self.redact(str(url))
         async with self._slots:
-            self.stats.incr("http.requests")
+            self.stats.incr("http.requests" if call.method == "GET" else "http.writes")
             try:
-                async with self._session.get(url, headers=headers, allow_redirects=False) as resp:
+                async with self._session.request(
+                    call.method, url, data=call.body, headers=headers, allow_redirects=False
+                ) as resp:
                     self._answered = True
-                    body = await resp.read()
+                    body = await read_body(resp, call.max_bytes)
                     status, reason = resp.status, resp.reason or ""
                     retry_after = resp.headers.get("Retry-After")
                     location = resp.headers.get("Location")
+            except ResponseTooLarge as exc:
+                raise ResponseTooLarge(f"{call.method} {shown}: {exc}", url=shown) from None
             except (aiohttp.ClientError, TimeoutError) as exc:
                 kind = unreachable_kind(exc, answered_before=self._answered)
                 if kind is not None:
@@ -262,6 +268,8 @@ class BitbucketClient:
                         self.redact(unreachable_detail(exc)),
                     ) from None
                 message = self.redact(f"{type(exc).__name__}: {exc}".rstrip(": "))
+                if not call.retry:
+                    raise BitbucketError(f"{call.method} {shown}: {message}", url=shown) from None
                 raise Retryable(shown, None, message, None) from None
         if 200 <= status < 300:
             return body, None
@@ -269,27 +277,59 @@ class BitbucketClient:
             return body, location
         message = f"{status} {reason}: {self.redact(error_message(body))}".rstrip(": ")
         if status == 429:
+            # Not processed: safe to send again, whatever the method.
             self.stats.incr("http.rate_limited")
             raise Retryable(shown, status, message, retry_after_seconds(retry_after))
-        if status >= 500:
+        if status >= 500 and call.retry and status not in call.final:
             raise Retryable(shown, status, message, None)
         repo = _REPO_IN_PATH.search(url.path)
         where = f" (repository {repo.group(1)})" if status == 404 and repo else ""
-        raise BitbucketError(f"GET {shown}: {message}{where}", url=shown, status=status)
+        raise BitbucketError(f"{call.method} {shown}: {message}{where}", url=shown, status=status)
 
-    async def get_bytes(self, path_or_url: str, params: Params | None = None) -> bytes:
-        """The body of a successful GET, after retries; ``BitbucketError`` otherwise."""
-        url = self.url_for(path_or_url, params)
+    async def _call(self, url: URL, call: Call) -> bytes:
+        """``_attempt`` with retries; a give-up becomes one ``BitbucketError``."""
         try:
-            body: bytes = await self._fetch(url)
+            body: bytes = await self._fetch(url, call)
         except Retryable as exc:
             raise BitbucketError(
-                f"GET {exc.url}: {exc.message} (gave up after at most "
+                f"{call.method} {exc.url}: {exc.message} (gave up after at most "
                 f"{self.config.max_tries} tries / {self.config.max_time:g}s of retries)",
                 url=exc.url,
                 status=exc.status,
             ) from None
         return body
+
+    async def send(self, method: str, path: str, value: Any = None, *, retry: bool = True) -> Any:
+        """A write (``POST``/``PUT``/``DELETE``) of ``value`` as JSON; the decoded answer or None.
+
+        ``retry=False`` retries only a 429 (the request was not processed):
+        for a write that is not idempotent (creating a comment), the caller
+        looks again before it repeats itself.
+        """
+        body = None if value is None else msgspec.json.encode(value)
+        call = Call(method=method, body=body, retry=retry)
+        answer = await self._call(self.url_for(path), call)
+        if not answer.strip():
+            return None
+        try:
+            return msgspec.json.decode(answer)
+        except msgspec.DecodeError:
+            return None
+
+    async def get_text(
+        self, path: str, *, max_bytes: int | None = None, final: frozenset[int] = frozenset()
+    ) -> bytes:
+        """The raw ``text/plain`` body of a GET (a diff), at most ``max_bytes``.
+
+        ``final`` statuses are not retried (a diff's 555: Bitbucket timed out
+        generating it, and will again). ``ResponseTooLarge`` past the bound.
+        """
+        call = Call(accept="text/plain", max_bytes=max_bytes, final=final)
+        return await self._call(self.url_for(path), call)
+
+    async def get_bytes(self, path_or_url: str, params: Params | None = None) -> bytes:
+        """The body of a successful GET, after retries; ``BitbucketError`` otherwise."""
+        return await self._call(self.url_for(path_or_url, params), GET)
 
     async def get_json(self, path_or_url: str, params: Params | None = None) -> Any:
         """GET and decode JSON (``path`` is relative to ``base_url``)."""
