@@ -24,6 +24,7 @@ from rcingest.interfaces import ComponentConfig
 from rcingest.logconfig import LoggingConfig
 from rcingest.moments import normalise_moments
 from rcingest.plugins import Kind, Registered, Registry
+from rcingest.scanning.settings import ScanningConfig
 from rcingest.validation import errors_for, struct_problem
 from rcingest.yaml_file import read_yaml
 
@@ -67,6 +68,10 @@ class PipelineConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     summary_interval: float = 60.0
     #: Log file, format and rotation (``rcingest.logconfig``); stderr only when absent.
     logging: LoggingConfig | None = None
+    #: Scanners for the sources that scan pull requests or repositories (``secrets``, ``sarif``).
+    scanners: list[ComponentSpec] = []
+    #: Settings those scans share (fingerprint key, diff size bound).
+    scanning: ScanningConfig = msgspec.field(default_factory=ScanningConfig)
 
 
 @dataclass
@@ -91,6 +96,7 @@ class Pipeline:
     enrichers: list[Component]
     sinks: list[Component]
     secrets: frozenset[str] = field(default_factory=frozenset)
+    scanners: list[Component] = field(default_factory=list)
 
 
 def interpolate(
@@ -151,7 +157,7 @@ def entries(data: dict[str, Any]) -> list[tuple[Kind, str, dict[str, Any]]]:
     out: list[tuple[Kind, str, dict[str, Any]]] = []
     if isinstance(data.get("source"), dict):
         out.append(("source", "$.source", data["source"]))
-    for kind, key in (("enricher", "enrichers"), ("sink", "sinks")):
+    for kind, key in (("enricher", "enrichers"), ("sink", "sinks"), ("scanner", "scanners")):
         items = data.get(key)
         if isinstance(items, list):
             for i, item in enumerate(items):
@@ -326,6 +332,9 @@ def resolve(prepared: Prepared, registry: Registry) -> Pipeline:
         ],
         sinks=[component("sink", s, f"$.sinks[{i}]") for i, s in enumerate(config.sinks)],
         secrets=prepared.secrets,
+        scanners=[
+            component("scanner", s, f"$.scanners[{i}]") for i, s in enumerate(config.scanners)
+        ],
     )
 
 

@@ -15,7 +15,7 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
-    from rcingest.interfaces import Enricher, Sink, Source
+    from rcingest.interfaces import Enricher, Scanner, Sink, Source
 
 hookspec = pluggy.HookspecMarker("rcingest")
 hookimpl = pluggy.HookimplMarker("rcingest")
@@ -51,6 +51,16 @@ class RegisterSink(Protocol):
     ) -> None: ...
 
 
+class RegisterScanner(Protocol):
+    def __call__(
+        self,
+        type_name: str,
+        component: type[Scanner[Any]],
+        *,
+        overridable: bool = False,
+    ) -> None: ...
+
+
 @hookspec
 def register_sources(register: RegisterSource) -> None:
     """Register source types.
@@ -76,6 +86,15 @@ def register_sinks(register: RegisterSink) -> None:
 
     :param register: call ``register(type_name, SinkClass)`` once per type;
         ``type_name`` is what a pipeline names in ``sinks[].type``.
+    """
+
+
+@hookspec
+def register_scanners(register: RegisterScanner) -> None:
+    """Register scanner types (secrets in the lines a change adds).
+
+    :param register: call ``register(type_name, ScannerClass)`` once per type;
+        ``type_name`` is what a pipeline names in ``scanners[].type``.
     """
 
 

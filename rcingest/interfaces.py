@@ -21,12 +21,14 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from rcingest.records import Checkpoint, Record
+from rcingest.scanning.model import DiffFile, Finding
 
 __all__ = [
     "Batch",
     "ComponentConfig",
     "Enricher",
     "RunContext",
+    "Scanner",
     "Sink",
     "Source",
     "StateStore",
@@ -105,6 +107,13 @@ class RunContext:
     status: Literal["running", "succeeded", "failed", "interrupted"] = "running"
     secrets: frozenset[str] = frozenset()
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("rcingest"))
+    #: The pipeline's scanners (``scanners:``), built by the runner before the
+    #: source, for the sources that scan pull requests or repositories.
+    scanners: list[Scanner[Any]] = field(default_factory=list)
+    #: Settings shared by those sources (``scanning:``); see ``rcingest.scanning.settings``.
+    scanning: Any = None
+    #: The fingerprint key once loaded (``Scanner.fingerprint_key``); never logged.
+    fingerprint_key: bytes | None = field(default=None, repr=False)
 
     def local(self, moment: datetime) -> datetime:
         """``moment`` converted to the pipeline's timezone."""
@@ -204,6 +213,42 @@ class Sink(_AsyncComponent[C]):
 
     async def flush(self) -> None:
         return None
+
+
+class Scanner(_Component[C]):
+    """Finds secrets in the lines a change adds; returns findings without the secret.
+
+    ``scan`` gets the files of one diff, or of a repository's content (every
+    line then counts as added), and returns ``Finding``s whose fingerprint is
+    ``fingerprint(key, rule_id, secret)`` with ``key`` from ``fingerprint_key``
+    and whose excerpt shows at most four characters of the secret
+    (``rcingest.scanning.model.redact_secret``). ``allowed`` says whether the
+    scanner's own allowlist allows a finding (then it is recorded as allowed,
+    not reported). Constructors do no I/O; a scanner that needs to (a process,
+    a rule file) does it in ``scan``.
+    """
+
+    #: Set by the runner to the pipeline's label for this scanner (``secrets``).
+    name: str = ""
+
+    async def scan(self, files: Sequence[DiffFile]) -> list[Finding]:
+        raise NotImplementedError
+
+    def allowed(self, finding: Finding) -> bool:
+        return False
+
+    @property
+    def fingerprint_key(self) -> bytes:
+        """The installation's fingerprint key (``scanning.fingerprint_key`` or its key file)."""
+        from rcingest.scanning.keys import DEFAULT_KEY_FILE, load_fingerprint_key
+
+        if self.context.fingerprint_key is None:
+            settings = self.context.scanning
+            self.context.fingerprint_key = load_fingerprint_key(
+                getattr(settings, "fingerprint_key", None),
+                getattr(settings, "key_file", DEFAULT_KEY_FILE),
+            )
+        return self.context.fingerprint_key
 
 
 class StateStore:

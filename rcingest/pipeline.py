@@ -73,6 +73,11 @@ class Runner:
         self.pipeline = pipeline
         self.context = context
         self.progress = progress
+        # Scanners first: the source that scans finds them in the context.
+        context.scanning = pipeline.config.scanning
+        context.scanners = [self._build(c) for c in pipeline.scanners]
+        for scanner, component in zip(context.scanners, pipeline.scanners, strict=True):
+            scanner.name = component.label
         self.source: Source[Any] = self._build(pipeline.source)
         self.enrichers: list[Enricher[Any]] = [self._build(c) for c in pipeline.enrichers]
         # A dry run fetches and enriches but builds no sink: nothing can be written.

@@ -28,9 +28,15 @@ log = logging.getLogger("rcingest.plugins")
 ENTRY_POINT_GROUP = "rcingest"
 DISABLE_ENV = "RCINGEST_DISABLE_PLUGINS"
 TRACE_ENV = "RCINGEST_TRACE_PLUGINS"
-Kind = Literal["source", "enricher", "sink"]
-KINDS: tuple[Kind, ...] = ("source", "enricher", "sink")
-_HOOK_NAMES = ("register_sources", "register_enrichers", "register_sinks", "register_commands")
+Kind = Literal["source", "enricher", "sink", "scanner"]
+KINDS: tuple[Kind, ...] = ("source", "enricher", "sink", "scanner")
+_HOOK_NAMES = (
+    "register_sources",
+    "register_enrichers",
+    "register_sinks",
+    "register_scanners",
+    "register_commands",
+)
 
 
 @dataclass

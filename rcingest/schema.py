@@ -56,6 +56,7 @@ def pipeline_schema(registry: Registry) -> dict[str, Any]:
         "minItems": 1,
         "items": _component_schema(registry, "sink", defs),
     }
+    props["scanners"] = {"type": "array", "items": _component_schema(registry, "scanner", defs)}
     top["title"] = "rcingest pipeline"
     schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

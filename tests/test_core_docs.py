@@ -23,10 +23,11 @@ HOOKS = sorted(
 )
 
 
-def test_there_are_four_hooks() -> None:
+def test_there_are_five_hooks() -> None:
     assert HOOKS == [
         "register_commands",
         "register_enrichers",
+        "register_scanners",
         "register_sinks",
         "register_sources",
     ]

@@ -13,6 +13,9 @@ runner relies on::
 
     await check_sink_contract(lambda ctx: MySink(MySink.Config(), ctx), tmp_path=tmp_path)
 
+``check_scanner_contract`` does the same for a scanner (``register_scanners``):
+it finds a planted secret, never holds it, and fingerprints with the key.
+
 The sink check searches every file the sink wrote under ``tmp_path`` (and any
 ``outputs=`` or ``dump=`` it declares) for the secrets it planted (``leaks.py``).
 """
@@ -31,6 +34,7 @@ from rcingest.testing.samples import (
     record_key,
     sample_records,
 )
+from rcingest.testing.scanner_contract import check_scanner_contract
 
 __all__ = [
     "CONTRACT_PASSWORD",
@@ -41,6 +45,7 @@ __all__ = [
     "Faults",
     "GenSpec",
     "check_enricher_contract",
+    "check_scanner_contract",
     "check_sink_contract",
     "check_source_contract",
     "make_test_context",
