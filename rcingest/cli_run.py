@@ -7,13 +7,9 @@ summary are imported when a command runs, not when ``--help`` is shown.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import gc
 import json
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +30,9 @@ from rcingest.cli_options import GreedyOption
 from rcingest.errors import RcingestError
 
 if TYPE_CHECKING:
+    import asyncio
+    import signal
+
     from rcingest.config import Pipeline
     from rcingest.pipeline import Runner, RunResult
 
@@ -150,6 +149,10 @@ def _load(ctx: click.Context, path: Path, overrides: dict[str, Any], mode: str =
 
 
 def _run_to_end(runner: Runner) -> tuple[RunResult, RcingestError | None]:
+    import asyncio
+    import contextlib
+    import signal
+
     async def go() -> RunResult:
         loop = asyncio.get_running_loop()
         # Ctrl-C in a scan: stop the source, keep what was stored, exit 1.
@@ -210,6 +213,8 @@ def serve(
     except RcingestError as exc:
         fail(exc, loaded.secrets)
     _tune_for_daemon()
+    import asyncio
+    import signal
 
     async def go() -> RunResult:
         loop = asyncio.get_running_loop()
@@ -245,6 +250,8 @@ def _tune_for_daemon() -> None:
     Measured with bench/bench_webhook.py (4 interleaved rounds, durable
     SQLite): 1,861 -> 2,231 deliveries/s and p99 27.7 -> 19.8 ms.
     """
+    import gc
+
     gc.freeze()
     gc.set_threshold(100_000, 50, 1000)
     sys.setswitchinterval(0.0005)
@@ -254,6 +261,8 @@ _pending: set[asyncio.Task[None]] = set()
 
 
 def _on_signal(runner: Runner, sig: signal.Signals) -> None:
+    import asyncio
+
     log.info("received %s: draining and stopping", sig.name)
     task = asyncio.ensure_future(runner.stop())
     # Keep a reference until done: the loop holds tasks only weakly.
@@ -263,6 +272,8 @@ def _on_signal(runner: Runner, sig: signal.Signals) -> None:
 
 async def _summaries(runner: Runner, interval: float) -> None:
     """Every ``interval``: that interval's cadence line, then the running totals."""
+    import asyncio
+
     from rcingest.summary import IntervalSummary
 
     ticks = IntervalSummary(runner.context, runner.result)

@@ -68,10 +68,28 @@ def pipeline_schema(registry: Registry) -> dict[str, Any]:
     return result
 
 
+def settings_schema() -> dict[str, Any]:
+    """The schema of a runbook settings file (``rcingest.settings.SettingsFile``)."""
+    from rcingest.settings import SettingsFile
+
+    (ref,), defs = msgspec.json.schema_components([SettingsFile])
+    top = defs.pop(ref["$ref"].rsplit("/", 1)[-1])
+    top["title"] = "rcingest settings file"
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://rcingest.dev/schemas/settings.schema.json",
+        **top,
+        "$defs": dict(sorted(defs.items())),
+    }
+    result: dict[str, Any] = clean_descriptions(schema)
+    return result
+
+
 def generated_schemas(registry: Registry) -> dict[str, tuple[dict[str, Any], list[Path]]]:
     """Every generated schema by name, with the committed files that hold it."""
     out: dict[str, tuple[dict[str, Any], list[Path]]] = {
         "pipeline": (pipeline_schema(registry), [Path("schemas/pipeline.schema.json")]),
+        "settings": (settings_schema(), [Path("schemas/settings.schema.json")]),
     }
     try:
         from rcingest.artifact import (  # type: ignore[import-not-found,unused-ignore]
