@@ -16,12 +16,15 @@ from typing import Any, Literal
 
 import msgspec
 
+from rcingest.scanning.records import PullRequestScan
+
 __all__ = [
     "Checkpoint",
     "Commit",
     "FileChange",
     "PullRequest",
     "PullRequestRef",
+    "PullRequestScan",
     "Record",
     "Repository",
     "StoryKey",
@@ -153,7 +156,8 @@ class WebhookDelivery(msgspec.Struct, tag="webhook_delivery", kw_only=True):
     content_key: str | None = None
 
 
-Record = Repository | Commit | PullRequest | WebhookDelivery
+#: ``PullRequestScan`` (``rcingest.scanning.records``): a pull request's secret scan.
+Record = Repository | Commit | PullRequest | WebhookDelivery | PullRequestScan
 
 
 def record_type(record: Record) -> str:

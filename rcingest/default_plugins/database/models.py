@@ -215,6 +215,62 @@ class Run(_Table):
         table_name = "runs"
 
 
+class PrScan(_Table):
+    """One secret scan of a pull request at one source head (issue 12)."""
+
+    repository = TextField()
+    pull_request_id = IntegerField()
+    head = TextField()
+    state = TextField()
+    reason = TextField(null=True)
+    scanned_at = DateTimeField()
+    title = TextField(null=True)
+    source_branch = TextField(null=True)
+    destination_branch = TextField(null=True)
+    findings = IntegerField()
+    allowed = IntegerField()
+    scanners = TextField()
+    diff_bytes = IntegerField()
+    files_scanned = IntegerField()
+    first_seen_at = DateTimeField()
+    last_seen_at = DateTimeField()
+
+    class Meta:
+        table_name = "pr_scans"
+        primary_key = CompositeKey("repository", "pull_request_id", "head")
+
+
+class FindingRow(_Table):
+    """A secret found in a pull request's changes: never the secret, only its fingerprint."""
+
+    repository = TextField()
+    pull_request_id = IntegerField()
+    fingerprint = TextField()
+    path = TextField()
+    line_start = IntegerField()
+    line_end = IntegerField()
+    rule_id = TextField()
+    rule_name = TextField()
+    severity = TextField()
+    excerpt = TextField()
+    scanner = TextField()
+    #: open, fixed (a later head no longer has it) or allowed (allowlist, marker).
+    state = TextField()
+    first_head = TextField()
+    last_head = TextField()
+    first_seen_at = DateTimeField()
+    last_seen_at = DateTimeField()
+    fixed_at = DateTimeField(null=True)
+    fixed_head = TextField(null=True)
+
+    class Meta:
+        table_name = "findings"
+        primary_key = CompositeKey(
+            "repository", "pull_request_id", "fingerprint", "path", "line_start"
+        )
+        indexes = ((("state",), False), (("fingerprint",), False))
+
+
 class SourceCursor(_Table):
     source_id = TextField()
     stream = TextField()
@@ -243,6 +299,8 @@ class Models:
     deliveries: type[Delivery]
     runs: type[Run]
     source_cursors: type[SourceCursor]
+    pr_scans: type[PrScan]
+    findings: type[FindingRow]
 
     def all(self) -> list[type[peewee.Model]]:
         """Every model, in creation order."""
@@ -276,4 +334,6 @@ def make_models(db: peewee.Database) -> Models:
         deliveries=_bind(Delivery, db),
         runs=_bind(Run, db),
         source_cursors=_bind(SourceCursor, db),
+        pr_scans=_bind(PrScan, db),
+        findings=_bind(FindingRow, db),
     )

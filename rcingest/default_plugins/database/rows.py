@@ -18,6 +18,7 @@ from rcingest.records import (
     Checkpoint,
     Commit,
     PullRequest,
+    PullRequestScan,
     Record,
     Repository,
     WebhookDelivery,
@@ -51,6 +52,28 @@ DELIVERY_FIELDS = (
     "last_seen_at", "outcome", "repository", "content_key",
 )  # fmt: skip
 CURSOR_FIELDS = ("source_id", "stream", "state", "updated_at")
+PR_SCAN_FIELDS = (
+    "repository", "pull_request_id", "head", "state", "reason", "scanned_at", "title",
+    "source_branch", "destination_branch", "findings", "allowed", "scanners", "diff_bytes",
+    "files_scanned", "first_seen_at", "last_seen_at",
+)  # fmt: skip
+FINDING_FIELDS = (
+    "repository", "pull_request_id", "fingerprint", "path", "line_start", "line_end",
+    "rule_id", "rule_name", "severity", "excerpt", "scanner", "state", "first_head",
+    "last_head", "first_seen_at", "last_seen_at", "fixed_at", "fixed_head",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ScanOutcome:
+    """What a completed scan says of the findings stored before it (``findings.py``)."""
+
+    repository: str
+    pull_request_id: int
+    head: str
+    #: The fingerprints the allowlist or a marker allowed at this head.
+    allowed: tuple[str, ...]
+    now: datetime
 
 
 def utc(moment: datetime | None) -> datetime | None:
@@ -82,6 +105,11 @@ class Rows:
     pull_request_story_keys: dict[Row, Row] = field(default_factory=dict)
     deliveries: dict[str, Row] = field(default_factory=dict)
     cursors: dict[tuple[str, str], Row] = field(default_factory=dict)
+    pr_scans: dict[tuple[str, int, str], Row] = field(default_factory=dict)
+    findings: dict[tuple[str, int, str, str, int], Row] = field(default_factory=dict)
+    #: Per pull request, the batch's last scan that saw the whole diff: it
+    #: closes what it no longer finds (an earlier scan in the batch is superseded).
+    scan_outcomes: dict[tuple[str, int], ScanOutcome] = field(default_factory=dict)
     #: Records per type (``commit``, ``pull_request``...), for the runs table.
     records: Counter[str] = field(default_factory=Counter)
 
@@ -90,7 +118,7 @@ class Rows:
         return sum(
             len(getattr(self, name))
             for name in self.__dataclass_fields__
-            if name not in ("records", "implied_repositories")
+            if name not in ("records", "implied_repositories", "scan_outcomes")
         ) + len(self.implied_repositories)
 
 
@@ -145,6 +173,29 @@ def _pull_request(rows: Rows, pr: PullRequest, now: datetime) -> None:
     _imply_repository(rows, pr.repository, now)
 
 
+def _pr_scan(rows: Rows, scan: PullRequestScan, now: datetime) -> None:
+    key = (scan.repository, scan.pull_request_id, scan.head)
+    rows.pr_scans[key] = (
+        scan.repository, scan.pull_request_id, scan.head, scan.state, scan.reason,
+        utc(scan.scanned_at), scan.title, scan.source_branch, scan.destination_branch,
+        len(scan.findings), len(scan.allowed), " ".join(scan.scanners), scan.diff_bytes,
+        scan.files_scanned, now, now,
+    )  # fmt: skip
+    for f in scan.findings:
+        fkey = (scan.repository, scan.pull_request_id, f.fingerprint, f.path, f.line_start)
+        rows.findings[fkey] = (
+            *fkey, f.line_end, f.rule_id, f.rule_name, f.severity, f.excerpt, f.scanner,
+            "open", scan.head, scan.head, now, now, None, None,
+        )  # fmt: skip
+    if scan.state in ("findings", "clean"):  # a scan that saw the whole diff
+        outcome = ScanOutcome(
+            scan.repository, scan.pull_request_id, scan.head, tuple(scan.allowed), now
+        )
+        rows.scan_outcomes.pop((scan.repository, scan.pull_request_id), None)
+        rows.scan_outcomes[(scan.repository, scan.pull_request_id)] = outcome
+    _imply_repository(rows, scan.repository, now)
+
+
 def _imply_repository(rows: Rows, full_name: str, now: datetime) -> None:
     if full_name not in rows.implied_repositories:
         rows.implied_repositories[full_name] = (full_name, _workspace(full_name), now, now)
@@ -177,6 +228,8 @@ def build_rows(
                 r.full_name, r.workspace or _workspace(r.full_name), r.uuid, r.name,
                 r.is_private, r.mainbranch, r.language, utc(r.updated_on), now, now,
             )  # fmt: skip
+        elif isinstance(record, PullRequestScan):
+            _pr_scan(rows, record, now)
         elif isinstance(record, WebhookDelivery):
             d = record
             rows.deliveries[d.request_uuid] = (
@@ -201,7 +254,7 @@ def build_rows(
 _SCRUBBED = (
     "repositories", "implied_repositories", "commits", "commit_repositories", "commit_branches",
     "commit_files", "story_keys", "pull_requests", "pull_request_commits",
-    "pull_request_story_keys", "deliveries",
+    "pull_request_story_keys", "deliveries", "pr_scans", "findings",
 )  # fmt: skip
 
 

@@ -15,8 +15,9 @@ documented schema; version 2 records every repository a commit is in
 (``commit_branches.repository``), since a fork holds its upstream's commits;
 version 3 keeps the evidence of a branch-lent story key (``story_keys.branch``),
 a pull request's source repository (``pull_requests.source_repository``) and
-where each run's process lives (``runs.host``, ``runs.pid``, ``runs.noticed_at``).
-Add a step here, never edit one that has shipped.
+where each run's process lives (``runs.host``, ``runs.pid``, ``runs.noticed_at``);
+version 4 adds pull requests' secret scans (``pr_scans``) and their
+findings (``findings``). Add a step here, never edit one that has shipped.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from rcingest.errors import RunFailed
 
 __all__ = ["CURRENT_VERSION", "MIGRATIONS", "SchemaError", "ensure_schema", "read_version"]
 
-CURRENT_VERSION = 3
+CURRENT_VERSION = 4
 # Any fixed 64-bit number: the key of the PostgreSQL advisory lock that
 # serialises schema creation and upgrades between processes.
 _PG_LOCK_KEY = 0x7263696E67657374  # "rcingest"
@@ -169,11 +170,17 @@ def _upgrade_2_to_3(db: peewee.Database, models: Models) -> None:
     _sql(db, "DROP TABLE story_keys_v2")
 
 
+def _upgrade_3_to_4(db: peewee.Database, models: Models) -> None:
+    """Version 3 → 4: the ``pr_scans`` and ``findings`` tables (new, nothing to move)."""
+    db.create_tables([models.pr_scans, models.findings], safe=True)
+
+
 #: Upgrade steps: ``MIGRATIONS[n]`` takes a database from version ``n - 1`` to ``n``.
 MIGRATIONS: dict[int, Callable[[peewee.Database, Models], None]] = {
     1: _upgrade_0_to_1,
     2: _upgrade_1_to_2,
     3: _upgrade_2_to_3,
+    4: _upgrade_3_to_4,
 }
 
 

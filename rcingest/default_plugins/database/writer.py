@@ -16,6 +16,7 @@ import peewee
 from peewee import EXCLUDED, SQL, Case, fn
 
 from rcingest.default_plugins.database import rows as r
+from rcingest.default_plugins.database.findings import write_scans
 from rcingest.default_plugins.database.models import Models
 
 # SQLite allows 32,766 bound parameters per statement (PostgreSQL 65,535);
@@ -278,6 +279,8 @@ def write_rows(
             rows.cursors.values(),
             ([s.source_id, s.stream], {s.state: EXCLUDED.state, s.updated_at: EXCLUDED.updated_at}),
         )
+        if rows.pr_scans or rows.findings:
+            write_scans(db, m, rows, _insert)
         if after is not None:
             after()
     return rows.total()
