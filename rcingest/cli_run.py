@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,8 +99,9 @@ def run(
     """
     from rcingest.logs import start_logging
     from rcingest.pipeline import Runner
+    from rcingest.progress import live_progress, progress_wanted
     from rcingest.runtime import make_context, redact
-    from rcingest.summary import cadence_line, format_summary, progress_printer
+    from rcingest.summary import cadence_line, format_summary
 
     path = pipeline_path(pipeline, config_path, default=DEFAULT_SETTINGS)
     overrides = {
@@ -117,14 +117,13 @@ def run(
     loaded = _load(ctx, path, overrides)
     context = make_context(loaded, mode="run", dry_run=dry_run)
     start_logging(ctx, log_level(quiet, verbose), loaded, context)
-    show_progress = not quiet and sys.stderr.isatty() and not os.environ.get("CI")
-    try:
-        runner = Runner(loaded, context, progress_printer() if show_progress else None)
-    except RcingestError as exc:
-        fail(exc, loaded.secrets)
-    result, error = _run_to_end(runner)
-    if show_progress:
-        sys.stderr.write("\n")  # end the progress line before the summary
+    # Progress on a terminal only; it is erased when the run ends, before the summary.
+    with live_progress(progress_wanted(quiet)) as progress:
+        try:
+            runner = Runner(loaded, context, progress)
+        except RcingestError as exc:
+            fail(exc, loaded.secrets)
+        result, error = _run_to_end(runner)
     code = 0 if error is None else error.exit_code
     if as_json:
         summary = json.dumps({**result.to_dict(), "exit_code": code}, default=str, indent=2)

@@ -57,7 +57,10 @@ class _End:
         self.error = error
 
 
-Progress = Callable[[RunResult], None]
+#: Told the run's counts and its context once the source and sinks are open,
+#: then after every batch written. It runs on the event loop: it must be quick
+#: (the terminal display, ``rcingest.progress``, only stores what it is given).
+Progress = Callable[[RunResult, RunContext], None]
 
 
 def state_file_for(pipeline: Pipeline) -> Path:
@@ -175,6 +178,8 @@ class Runner:
         queue: asyncio.Queue[Record | Checkpoint | _End] = asyncio.Queue(maxsize=batch_cfg.queue)
         store, sink_saves = self._state_store()
         cursors = await store.load_cursors(self.context.source_id)
+        if self.progress is not None:
+            self.progress(self.result, self.context)
         producer = asyncio.create_task(self._produce(queue, cursors), name="rcingest-source")
         self._producer = producer
         try:
@@ -341,4 +346,4 @@ class Runner:
             self.result.records[name] = self.result.records.get(name, 0) + n
         self.result.checkpoints += len(batch.checkpoints)
         if self.progress is not None:
-            self.progress(self.result)
+            self.progress(self.result, self.context)

@@ -1,9 +1,8 @@
-"""The one-screen run summary and the terminal progress line."""
+"""The one-screen run summary and the cadence lines (terminal progress: ``rcingest.progress``)."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 from rcingest.config import Pipeline
@@ -108,14 +107,3 @@ class IntervalSummary:
         stats = ", ".join(f"{k} {v}" for k, v in self.context.stats.snapshot().items())
         totals = f"summary: {counts}; checkpoints {result.checkpoints}; {stats or 'no stats'}"
         return [cadence, totals]
-
-
-def progress_printer() -> Callable[[RunResult], None]:
-    """A progress callback that rewrites one stderr line (terminals only)."""
-
-    def show(result: RunResult) -> None:
-        total = sum(result.records.values())
-        sys.stderr.write(f"\r{total} records ({_counts(result.records)})\033[K")
-        sys.stderr.flush()
-
-    return show

@@ -3,6 +3,10 @@
 A run that stays within the budget is never delayed; a request that would
 exceed it waits until the oldest request in the window falls out, and the
 first wait of each episode is logged. Pure asyncio, no I/O.
+
+Waits are also told to observers (``observe_waits``): the terminal progress
+display shows "waiting N s for Bitbucket's rate limit" instead of silence.
+With no observer (the default) telling them costs one empty-tuple check.
 """
 
 from __future__ import annotations
@@ -11,11 +15,50 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from rcingest.interfaces import Stats
 
-__all__ = ["HourlyBudget"]
+__all__ = ["PACING", "RATE_LIMITED", "RETRY", "HourlyBudget", "notify_wait", "observe_waits"]
+
+#: Why a client waits, as told to observers: its own hourly budget ...
+PACING = "pacing"
+#: ... a 429 from Bitbucket (its ``Retry-After``, or backoff without one) ...
+RATE_LIMITED = "429"
+#: ... or the backoff before retrying a 5xx, a timeout or a reset.
+RETRY = "retry"
+
+WaitObserver = Callable[[float, str], None]
+# A tuple replaced whole, never mutated: notify_wait reads it without a lock.
+_observers: tuple[WaitObserver, ...] = ()
+_log = logging.getLogger("rcingest.bitbucket")
+
+
+@contextmanager
+def observe_waits(observer: WaitObserver) -> Iterator[None]:
+    """Call ``observer(seconds, reason)`` whenever a client is about to wait, while inside.
+
+    ``reason`` is ``PACING``, ``RATE_LIMITED`` or ``RETRY``. The observer is
+    called on the event loop, just before the sleep: it must be quick and
+    must not block (it records the wait; a display draws it later).
+    """
+    global _observers
+    _observers = (*_observers, observer)
+    try:
+        yield
+    finally:
+        _observers = tuple(o for o in _observers if o is not observer)
+
+
+def notify_wait(seconds: float, reason: str) -> None:
+    """Tell the observers that a wait of ``seconds`` starts now (a no-op without any)."""
+    for observer in _observers:
+        try:
+            observer(seconds, reason)
+        except Exception:
+            # A broken display must not break a scan: the wait happens anyway.
+            _log.debug("wait observer %r failed", observer, exc_info=True)
 
 
 class HourlyBudget:
@@ -60,6 +103,7 @@ class HourlyBudget:
                         self.window,
                         waited,
                     )
+                notify_wait(max(0.0, waited), PACING)
                 # Waiters queue on the lock, so paced requests leave in order.
                 await asyncio.sleep(max(0.0, waited))
                 now = self.clock()

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 
+from rcingest.bitbucket.budget import RATE_LIMITED, RETRY, notify_wait
 from rcingest.errors import RcingestError
 
 __all__ = [
@@ -162,7 +163,11 @@ def wait_gen(base: float, cap: float) -> Generator[float | None, Any, None]:
     """backoff wait generator: ``Retry-After`` when the server sent one, else exponential.
 
     backoff sends each exception in; equal jitter keeps at least half the
-    delay so a burst of 429s does not all come back at once.
+    delay so a burst of 429s does not all come back at once. backoff asks
+    for a wait only when it will retry (after its give-up checks), so each
+    value is a wait about to start: it is told to ``budget.notify_wait``
+    (``"429"`` for a rate limit, ``"retry"`` otherwise). backoff may cut the
+    last wait short to end at ``max_time``.
     """
     exc = yield None
     n = 0
@@ -173,4 +178,6 @@ def wait_gen(base: float, cap: float) -> Generator[float | None, Any, None]:
             step = min(cap, base * (2**n))
             value = step / 2 + random.uniform(0, step / 2)  # noqa: S311 - jitter, not crypto
         n += 1
+        rate_limited = isinstance(exc, Retryable) and exc.status == 429
+        notify_wait(value, RATE_LIMITED if rate_limited else RETRY)
         exc = yield value
