@@ -413,7 +413,8 @@ def test_progress_shows_on_a_terminal_and_is_cleared(tmp_path: Path, fake_bitbuc
     assert code == 0, text
     plain = _plain(text)
     # Drawn: the final refresh shows every repository done, the branches and commits.
-    assert "repositories 3/3 · branches 3 · commits " in plain, plain
+    # 6 branches planned (main and nope in each), 3 found: "done" ends below the total.
+    assert "repositories 3/3 · branches 3/6 · commits " in plain, plain
     assert "requests " in plain
     screen = _screen(text)
     # Cleared: no line of the display is left, the summary follows the log lines.

@@ -18,8 +18,11 @@ from rcingest.scanning.model import Finding
 
 __all__ = ["PullRequestScan", "ScanState"]
 
-#: ``findings``/``clean``: scanned; the others: not scanned, and why.
-ScanState = Literal["findings", "clean", "too_large", "diff_timeout", "not_found", "failed"]
+#: ``scanning``: started (write-back shows INPROGRESS); ``findings``/``clean``:
+#: scanned; the others: not scanned, and why.
+ScanState = Literal[
+    "scanning", "findings", "clean", "too_large", "diff_timeout", "not_found", "failed"
+]
 
 
 class PullRequestScan(msgspec.Struct, tag="pr_scan", kw_only=True):

@@ -224,6 +224,8 @@ class BitbucketRestSource(Source[BitbucketRestConfig]):
             if not repos:
                 ctx.logger.warning("workspace %s: no repository matched", cfg.workspace)
             plans = {r.full_name: self._branches(r, cursors) for r in repos}
+            # The progress display's total (rcingest.progress.PLANNED_BRANCHES).
+            ctx.stats.incr("plan.branches", sum(len(b) for b, _ in plans.values()))
             # ``incremental`` may reach back before the run window: report the
             # window actually read (pull requests are fetched for it too).
             widest: dict[str, Window] = {
