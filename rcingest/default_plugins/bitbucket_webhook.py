@@ -112,6 +112,7 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
                 accept_secret_header=config.accept_secret_header,
                 max_body_bytes=config.max_body_bytes,
                 ack_timeout=config.ack_timeout,
+                scan_pull_requests=bool(context.scanners),
             ),
             intake=self.intake,
             metrics=self.metrics,
@@ -120,6 +121,12 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
             redact=self._redact,
         )
         self.backfill_enabled = config.backfill and auth_header(config.auth) is not None
+        if context.scanners and not self.backfill_enabled:
+            # Scanning reads each pull request's diff through the REST API.
+            raise ConfigError(
+                "scanners need the REST client: set credentials in `auth` (with read access "
+                "to pull requests) and keep `backfill: true`, or remove `scanners:`"
+            )
         self.app: web.Application | None = None
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -148,6 +155,8 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
                 max_attempts=cfg.backfill_max_attempts,
                 retry_delay=cfg.backfill_retry_delay,
                 secrets=self._secrets,
+                scanners=list(self.context.scanners),
+                max_diff_bytes=getattr(self.context.scanning, "max_diff_bytes", 10 * 1024 * 1024),
             )
         elif cfg.backfill:
             log.warning(

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +28,7 @@ from rcingest.records import Record
 from rcingest.webhooks.backfill import BackfillStore, BackfillWorker, fetch_job
 from rcingest.webhooks.intake import PROBE_STREAM, Closed, Intake, RecentDeliveries
 from rcingest.webhooks.metrics import CONTENT_TYPE_LATEST, WebhookMetrics
+from rcingest.webhooks.prscan import PullRequestScans
 from rcingest.webhooks.receive import Verdict, receive, too_large
 
 __all__ = ["BACKFILL", "RECEIVER", "BackfillSettings", "Receiver", "ReceiverSettings", "create_app"]
@@ -48,6 +49,8 @@ class ReceiverSettings:
     ack_timeout: float = 9.0
     #: Seconds /readyz waits for its probe to come back through the pipeline.
     ready_timeout: float = 2.0
+    #: Queue a ``pr_scan`` job for each created/updated open pull request.
+    scan_pull_requests: bool = False
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,9 @@ class BackfillSettings:
     retry_delay: float = 5.0
     poll_interval: float = 5.0
     secrets: frozenset[str] = frozenset()
+    #: The pipeline's scanners: ``pr_scan`` jobs run them (none: no scans are queued).
+    scanners: Sequence[Any] = ()
+    max_diff_bytes: int = 10 * 1024 * 1024
 
 
 @dataclass
@@ -185,6 +191,7 @@ async def handle_delivery(request: web.Request) -> web.Response:
             accept_secret_header=s.accept_secret_header,
             max_body_bytes=s.max_body_bytes,
             received_at=datetime.now(UTC),
+            scan_pull_requests=s.scan_pull_requests,
         )
         decoded = verdict.decoded
         if decoded is None:
@@ -270,9 +277,12 @@ async def _backfill_context(app: web.Application) -> AsyncIterator[None]:
         async with BitbucketClient(
             settings.client, r.stats, r.logger, secrets=settings.secrets
         ) as client:
+            scans = PullRequestScans(client, settings.scanners, settings.max_diff_bytes)
 
             async def fetch(job: Any) -> list[Record]:
                 r.metrics.backfill_requests.labels(job.kind, "started").inc()
+                if job.kind == "pr_scan":
+                    return await scans.fetch(job)
                 return await fetch_job(client, job, settings.max_commits)
 
             def observe(kind: str, outcome: str) -> None:
@@ -289,6 +299,7 @@ async def _backfill_context(app: web.Application) -> AsyncIterator[None]:
                 observe=observe,
                 logger=r.logger,
                 redact=client.redact,
+                announce=scans.announce if settings.scanners else None,
             )
             r.backfill_task = asyncio.create_task(r.backfill.run(), name="rcingest-backfill")
             try:

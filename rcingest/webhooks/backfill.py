@@ -278,6 +278,8 @@ async def _close(gen: Any) -> None:
 
 
 Fetch = Callable[[BackfillJob], Awaitable[list[Record]]]
+#: Records to deliver before a job's fetch (a PR scan's "scanning" state).
+Announce = Callable[[BackfillJob], Awaitable[list[Record]]]
 # Hands records to the pipeline and waits for the verdict: True once committed.
 Deliver = Callable[[list[Record]], Awaitable[bool]]
 Observe = Callable[[str, str], None]
@@ -304,8 +306,10 @@ class BackfillWorker:
         observe: Observe | None = None,
         logger: logging.Logger | None = None,
         redact: Callable[[str], str] = lambda s: s,
+        announce: Announce | None = None,
     ) -> None:
         self.store = store
+        self.announce = announce
         self.fetch = fetch
         self.deliver = deliver
         self.max_attempts = max_attempts
@@ -339,6 +343,10 @@ class BackfillWorker:
         """Fetch, deliver and settle one job; True when it is done."""
         job = stored.job
         try:
+            if self.announce is not None:
+                early = await self.announce(job)
+                if early:
+                    await self.deliver(early)  # best effort: the final records follow
             records = await self.fetch(job)
         except asyncio.CancelledError:
             raise
