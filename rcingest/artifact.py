@@ -127,6 +127,39 @@ class CommitSummary(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     story_keys: list[SummaryStoryKey]
 
 
+class ArtifactFinding(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A possible secret in a pull request's changes: never the secret itself."""
+
+    path: str
+    line_start: Count
+    line_end: Count
+    rule_id: str
+    rule_name: str
+    severity: Literal["critical", "high", "medium", "low", "info"]
+    #: Keyed HMAC-SHA256 of rule and secret (32 hex characters): stable, not reversible.
+    fingerprint: str
+    #: The line with the secret redacted: at most four of its characters.
+    excerpt: str
+    scanner: str
+
+
+class ArtifactScan(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A pull request's secret scan at one source head (the last one of the run per head)."""
+
+    repository: str
+    pull_request_id: Count
+    head: str
+    state: Literal[
+        "scanning", "findings", "clean", "too_large", "diff_timeout", "not_found", "failed"
+    ]
+    scanned_at: AwareDatetime
+    reason: str | None = None
+    findings: list[ArtifactFinding] = []
+    #: Findings the allowlist or an inline marker allowed (fingerprints).
+    allowed: list[str] = []
+    scanners: list[str] = []
+
+
 class RunArtifact(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """One run's evidence (a scan), or one hour of a webhook daemon's."""
 
@@ -142,6 +175,8 @@ class RunArtifact(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     source: ArtifactSource
     counts: ArtifactCounts
     status: Literal["running", "succeeded", "failed", "interrupted"]
+    #: Pull-request secret scans (the PR security bot), one per repository, PR and head.
+    pull_request_scans: list[ArtifactScan] = []
     #: Commit summaries (empty when the sink's ``include_payload`` is false). Last field:
     #: the sink streams it.
     payload: list[CommitSummary]

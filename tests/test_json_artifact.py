@@ -631,3 +631,49 @@ async def test_the_schema_is_written_beside_the_artifacts_wherever_they_go(
     await one_run(3)
     assert copy.stat().st_mtime_ns == stamp  # an identical copy is left alone
     assert len(list(out.glob("scan_*.json"))) == 3
+
+
+async def test_pull_request_scans_are_in_the_artifact_without_secrets(tmp_path: Path) -> None:
+    """Issue 12: each head's last scan, its findings redacted, the schema still holding."""
+    from rcingest.scanning.model import Finding, fingerprint, redact_secret
+    from rcingest.scanning.records import PullRequestScan
+
+    secret = "AKIAMNBVCXZLKJHGFDSA"
+    finding = Finding(
+        path="env.sh",
+        line_start=2,
+        line_end=2,
+        rule_id="np.aws.1",
+        rule_name="AWS API Key",
+        severity="high",
+        fingerprint=fingerprint(b"k" * 16, "np.aws.1", secret),
+        excerpt=f"KEY={redact_secret(secret)}",
+    )
+    when = datetime(2026, 12, 2, 17, 0, tzinfo=UTC)
+
+    def scan(state: str, findings: list[Finding]) -> PullRequestScan:
+        return PullRequestScan(
+            repository="acme/api",
+            pull_request_id=3,
+            head="e" * 40,
+            state=state,  # type: ignore[arg-type]
+            scanned_at=when,
+            findings=findings,
+        )
+
+    from rcingest.testing import make_test_context
+
+    ctx = make_test_context(tmp_path)
+    sink = JsonArtifactSink(JsonArtifactConfig(artifacts_dir=str(tmp_path / "out")), ctx)
+    async with sink:
+        await sink.write(Batch([scan("scanning", []), scan("findings", [finding])]))
+        await sink.write(Batch([scan("scanning", [])]))  # a replayed start hides nothing
+        ctx.status = "succeeded"
+    (path,) = (tmp_path / "out").glob("scan_*.json")
+    doc = json.loads(path.read_text())
+    [entry] = doc["pull_request_scans"]
+    assert entry["state"] == "findings" and entry["findings"][0]["line_start"] == 2
+    assert entry["scanned_at"].endswith("-07:00")
+    assert secret not in path.read_text()
+    schema = json.loads((tmp_path / "out" / "run.schema.json").read_text())
+    jsonschema.validate(doc, schema)

@@ -19,6 +19,7 @@ import msgspec
 
 from rcingest.artifact import (
     ArtifactCounts,
+    ArtifactScan,
     ArtifactWindow,
     CommitAuthor,
     CommitSummary,
@@ -88,6 +89,8 @@ class Period:
         self.keys: set[str] = set()
         self.pull_requests: set[tuple[str, int]] = set()
         self.deliveries: set[str] = set()
+        #: (repository, PR, head) -> its latest scan (few per run: kept in memory).
+        self.scans: dict[tuple[str, int, str], ArtifactScan] = {}
         # Stats are per process; a period reports the difference since it began
         # (plus what an earlier process wrote into the same hour's file).
         self.base = {k: -v for k, v in stats.items()}
@@ -129,11 +132,13 @@ class Period:
     def continue_from(self, old: RunArtifact) -> None:
         """Carry an earlier process's file for the same hour into this period.
 
-        Its commits come back from its payload; what only its counts know
+        Its commits and pull-request scans come back; what only its counts know
         (pull requests, deliveries, requests, retries) is added as a base.
         """
         for summary in old.payload:
             self.add_summary(summary, True)
+        for scan in old.pull_request_scans:
+            self.scans.setdefault((scan.repository, scan.pull_request_id, scan.head), scan)
         for field in ("repositories", "pull_requests", "deliveries"):
             self.base[field] = getattr(old.counts, field)
         for stat, field in (("http.requests", "requests"), ("http.retries", "retries")):

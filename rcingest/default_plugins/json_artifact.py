@@ -26,6 +26,8 @@ import msgspec
 
 from rcingest.artifact import (
     ArtifactFile,
+    ArtifactFinding,
+    ArtifactScan,
     ArtifactSource,
     ArtifactWindow,
     CommitAuthor,
@@ -44,6 +46,7 @@ from rcingest.interfaces import Batch, ComponentConfig, RunContext, Sink
 from rcingest.records import (
     Commit,
     PullRequest,
+    PullRequestScan,
     Record,
     Repository,
     WebhookDelivery,
@@ -122,6 +125,9 @@ class JsonArtifactSink(Sink[JsonArtifactConfig]):
             source=self._source(),
             counts=period.counts(ctx.stats.snapshot()),
             status=status,
+            pull_request_scans=sorted(
+                period.scans.values(), key=lambda a: (a.repository, a.pull_request_id, a.head)
+            ),
             payload=[],
         )
         path = self.dir / period.name
@@ -211,10 +217,42 @@ class JsonArtifactSink(Sink[JsonArtifactConfig]):
                 period.keys.update(k.key for k in record.story_keys)
             elif isinstance(record, Repository):
                 period.repositories.add(self._clean(record.full_name))
+            elif isinstance(record, PullRequestScan):
+                self._add_scan(period, record)
             elif isinstance(record, WebhookDelivery):
                 period.deliveries.add(record.request_uuid)
                 if record.repository:
                     period.repositories.add(self._clean(record.repository))
+
+    def _add_scan(self, period: Period, scan: PullRequestScan) -> None:
+        key = (scan.repository, scan.pull_request_id, scan.head)
+        if scan.state == "scanning" and key in period.scans:
+            return  # a "started" never hides the result of the same head
+        period.repositories.add(self._clean(scan.repository))
+        period.scans[key] = ArtifactScan(
+            repository=self._clean(scan.repository),
+            pull_request_id=scan.pull_request_id,
+            head=scan.head,
+            state=scan.state,
+            scanned_at=self.context.local(scan.scanned_at),
+            reason=None if scan.reason is None else self._clean(scan.reason),
+            findings=[
+                ArtifactFinding(
+                    path=self._clean(f.path),
+                    line_start=f.line_start,
+                    line_end=f.line_end,
+                    rule_id=f.rule_id,
+                    rule_name=f.rule_name,
+                    severity=f.severity,
+                    fingerprint=f.fingerprint,
+                    excerpt=self._clean(f.excerpt),
+                    scanner=f.scanner,
+                )
+                for f in scan.findings
+            ],
+            allowed=list(scan.allowed),
+            scanners=list(scan.scanners),
+        )
 
     async def _roll(self) -> None:
         """Serve mode: close the current hour's artifact once the clock has left it."""
