@@ -70,6 +70,9 @@ class WebhookConfig(ClientConfig):
     backfill_max_attempts: Annotated[int, msgspec.Meta(ge=1)] = 8
     #: Seconds before a failed job's first retry; doubles per attempt, at most 15 minutes.
     backfill_retry_delay: Annotated[float, msgspec.Meta(ge=0)] = 5.0
+    #: ``rcingest run`` with ``scanners:``: scan the open pull requests of these
+    #: repositories (``workspace/slug``) once, instead of serving.
+    scan_repositories: list[str] = []
 
     def __post_init__(self) -> None:
         if self.secret == "":
@@ -131,11 +134,16 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self.bound_port: int | None = None
+        # `rcingest run` (one-shot scan of open pull requests) only.
+        self._client: Any = None
+        self._store: Any = None
 
     def _redact(self, text: str) -> str:
         return redact(text, self._secrets)
 
     async def __aenter__(self) -> BitbucketWebhookSource:
+        if self.context.mode == "run":
+            return await self._enter_run()
         from aiohttp import web
 
         from rcingest.webhooks.app import BackfillSettings, create_app
@@ -191,7 +199,38 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
         log.info("listening on http://%s:%d%s", cfg.host, self.bound_port, cfg.path)
         return self
 
+    async def _enter_run(self) -> BitbucketWebhookSource:
+        """``rcingest run``: no server; a REST client and the queue for a one-shot scan."""
+        from rcingest.bitbucket.client import BitbucketClient
+        from rcingest.webhooks.backfill import BackfillStore
+
+        cfg = self.config
+        if not self.context.scanners or not cfg.scan_repositories:
+            raise ConfigError(
+                "under rcingest run a bitbucket_webhook source scans the open pull requests "
+                "of `scan_repositories` with the pipeline's `scanners:`; set both, or use "
+                "rcingest serve"
+            )
+        self._store = BackfillStore(Path(cfg.backfill_queue), cfg.backfill_synchronous)
+        await self._store.open()
+        client = BitbucketClient(
+            cfg, self.context.stats, self.receiver.logger, secrets=self._secrets
+        )
+        self._client = await client.__aenter__()
+        self.context.source_info = {
+            "type": "bitbucket_webhook",
+            "repositories": list(cfg.scan_repositories),
+            "mode": "open pull requests, once",
+        }
+        return self
+
     async def __aexit__(self, *exc_info: Any) -> None:
+        if self.context.mode == "run":
+            if self._client is not None:
+                await self._client.close()
+            if self._store is not None:
+                await self._store.close()
+            return
         self.intake.close()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -200,7 +239,28 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
     async def records(
         self, cursors: Mapping[str, dict[str, Any]]
     ) -> AsyncIterator[Record | Checkpoint]:
-        """Deliveries' records, each delivery followed by its checkpoint, until stopped."""
+        """Deliveries' records, each delivery followed by its checkpoint, until stopped.
+
+        Under ``rcingest run``: the open pull requests' scans, then the end.
+        """
+        if self.context.mode == "run" and self._client is not None and self._store is not None:
+            from rcingest.webhooks.openscan import scan_open_pull_requests
+            from rcingest.webhooks.prscan import PullRequestScans
+
+            scans = PullRequestScans(
+                self._client,
+                list(self.context.scanners),
+                getattr(self.context.scanning, "max_diff_bytes", 10 * 1024 * 1024),
+            )
+            async for item in scan_open_pull_requests(
+                self._client,
+                self._store,
+                scans,
+                self.config.scan_repositories,
+                self.context.stats,
+            ):
+                yield item
+            return
         async for item in self.intake.items():
             yield item
 

@@ -149,6 +149,14 @@ class BackfillStore:
             )
         )
 
+    async def finish(self, key: str) -> None:
+        """Mark the job with ``key`` done (a job run outside the worker)."""
+        await self._run(
+            lambda db: db.execute(
+                "UPDATE backfill_jobs SET state = 'done', last_error = NULL WHERE key = ?", (key,)
+            )
+        )
+
     async def retry(self, job_id: int, error: str, delay: float, *, give_up: bool) -> None:
         """Count a failed attempt; try again after ``delay`` seconds, or mark it failed."""
         state = "failed" if give_up else "pending"
