@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import msgspec
 
@@ -23,7 +23,7 @@ from rcingest.scanning.model import DiffFile, Finding
 if TYPE_CHECKING:
     from rcingest.scanning.engine import SecretsEngine
 
-__all__ = ["SecretsConfig", "SecretsScanner"]
+__all__ = ["SarifConfig", "SarifScanner", "SecretsConfig", "SecretsScanner"]
 
 #: Allowed fingerprints remembered at most (a daemon runs for months).
 _MAX_ALLOWED = 100_000
@@ -72,7 +72,54 @@ class SecretsScanner(Scanner[SecretsConfig]):
         return finding.fingerprint in self._allowed
 
 
+class SarifConfig(ComponentConfig):
+    """Settings of the ``sarif`` scanner: any tool that writes SARIF 2.1.0."""
+
+    #: The command, without a shell; ``{dir}`` is the folder of added lines to
+    #: scan, ``{out}`` the report path (without ``{out}`` the report is read from stdout).
+    command: Annotated[list[str], msgspec.Meta(min_length=1)]
+    #: Seconds before the tool (and its process group) is killed.
+    timeout: Annotated[float, msgspec.Meta(gt=0)] = 120.0
+    #: Exit codes meaning "it ran" (gitleaks exits 1 when it found something).
+    ok_codes: list[int] = msgspec.field(default_factory=lambda: [0, 1])
+    allowlist: Allowlist = msgspec.field(default_factory=Allowlist)
+
+
+class SarifScanner(Scanner[SarifConfig]):
+    """Runs an external SARIF producer on the added lines; snippets (secrets) are redacted."""
+
+    Config = SarifConfig
+
+    def __init__(self, config: SarifConfig, context: RunContext) -> None:
+        super().__init__(config, context)
+        self._allowed: set[str] = set()
+
+    async def scan(self, files: Sequence[DiffFile]) -> list[Finding]:
+        from rcingest.scanning.allowlist import marker_allows
+        from rcingest.scanning.external import run_sarif_scanner
+
+        found = await run_sarif_scanner(
+            list(self.config.command),
+            list(files),
+            key=self.fingerprint_key,
+            timeout=self.config.timeout,
+            ok_codes=frozenset(self.config.ok_codes),
+        )
+        lines = {(f.path, a.line): a.text for f in files for a in f.added}
+        for finding in found:
+            text = lines.get((finding.path, finding.line_start), "")
+            if marker_allows(text, finding.rule_id) or self.config.allowlist.allows(
+                finding.path, finding.rule_id, finding.fingerprint
+            ):
+                self._allowed.add(finding.fingerprint)
+        return found
+
+    def allowed(self, finding: Finding) -> bool:
+        return finding.fingerprint in self._allowed
+
+
 @hookimpl
 def register_scanners(register: RegisterScanner) -> None:
     """Register the built-in scanners."""
     register("secrets", SecretsScanner)
+    register("sarif", SarifScanner)

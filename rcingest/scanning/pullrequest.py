@@ -133,7 +133,12 @@ async def scan_pull_request(
     found: dict[tuple[str, int, str, str], Finding] = {}
     allowed: set[str] = set()
     for scanner in scanners:
-        for finding in await scanner.scan(scannable):
+        try:
+            results = await scanner.scan(scannable)
+        except RcingestError as exc:  # a tool that timed out or failed: not scanned
+            reason = f"scanner {scanner.name}: {exc}"[:500]
+            return result("failed", head, reason=reason, diff_bytes=len(raw))
+        for finding in results:
             if scanner.allowed(finding):
                 allowed.add(finding.fingerprint)
                 continue

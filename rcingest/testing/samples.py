@@ -140,4 +140,6 @@ def record_key(record: Record) -> str:
         return f"pull_request {record.repository}#{record.id}"
     if isinstance(record, Repository):
         return f"repository {record.full_name}"
-    return f"webhook_delivery {record.request_uuid}"
+    if isinstance(record, WebhookDelivery):
+        return f"webhook_delivery {record.request_uuid}"
+    return f"pr_scan {record.repository}#{record.pull_request_id}@{record.head}"
