@@ -15,6 +15,7 @@ from rcingest.cli_common import fail
 from rcingest.cli_common import iso_option as _iso  # kept for tests and callers of 0.1
 from rcingest.cli_ingest import add_ingest_commands
 from rcingest.cli_run import run, serve
+from rcingest.cli_scan import scan_diff
 from rcingest.cli_tools import init, plugins, schema, validate
 from rcingest.errors import RcingestError
 from rcingest.plugins import Manager, Registry, make_plugin_manager
@@ -33,7 +34,7 @@ def cli() -> None:
     """rcingest: ingest Bitbucket commits, files, authors and Jira keys through plugin pipelines."""
 
 
-for _command in (run, serve, validate, init, plugins, schema):
+for _command in (run, serve, validate, init, plugins, schema, scan_diff):
     cli.add_command(_command)
 add_ingest_commands(cli, run)
 
