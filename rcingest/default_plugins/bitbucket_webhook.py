@@ -95,7 +95,8 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
         from rcingest.webhooks.metrics import WebhookMetrics
 
         super().__init__(config, context)
-        if config.secret is None and not config.insecure:
+        if config.secret is None and not config.insecure and context.mode == "serve":
+            # (Under `rcingest run` nothing is served: the one-shot scan needs no secret.)
             # A rule of the component, not of its Config's shape: `rcingest validate`
             # reaches it by building the component as serve does (preflight.py).
             raise ConfigError(
