@@ -84,7 +84,10 @@ def _github_pat(rng: random.Random) -> tuple[str, str]:
 
 
 def _gitlab(rng: random.Random) -> tuple[str, str]:
-    v = "glpat-" + _s(rng, ALNUM + "_-", 20)
+    # GitLab's alphabet includes "-" and "_", at the end too; a quarter of the
+    # tokens end in "-" so that the edge is always in the corpus, not by chance.
+    last = "-" if rng.random() < 0.25 else rng.choice(ALNUM + "_")
+    v = "glpat-" + _s(rng, ALNUM + "_-", 19) + last
     return v, f"GITLAB_TOKEN={v}"
 
 
@@ -142,6 +145,11 @@ KINDS: dict[str, Gen] = {
     "rc.generic.1": _generic,
 }
 PEM = "np.pem.1"  # multi-line: planted by _pem_lines
+#: Share of the corpus's bytes per kind of file.
+SHARES = {
+    "source": 0.30, "lockfile": 0.20, "minified": 0.20, "blob": 0.15, "config": 0.08,
+    "deleted": 0.05, "rename": 0.015, "binary": 0.005,
+}  # fmt: skip
 
 
 def _pem_lines(rng: random.Random) -> tuple[str, list[str]]:
@@ -275,34 +283,39 @@ def generate(seed: int = 12, target_bytes: int = 4_000_000, per_kind: int = 6) -
     planted: list[Label] = []
     removed: list[Label] = []
     lookalikes: list[Label] = []
-    size = 0
     files = 0
-    kinds = [*KINDS, PEM]
-    # Deal the planted secrets over the config files: enough config files
-    # for per_kind of each, the rest of the bytes in the other kinds.
-    secret_queue = [k for k in kinds for _ in range(per_kind)]
+    # Deal the planted secrets over the config files (1-3 per file) until
+    # every kind is planted per_kind times.
+    secret_queue = [k for k in [*KINDS, PEM] for _ in range(per_kind)]
     rng.shuffle(secret_queue)
-    while size < target_bytes or secret_queue:
+    # The mix by bytes is fixed (the next file is of the kind furthest below
+    # its share), so that throughput compares like with like across seeds and
+    # sizes; which file, and everything in it, is random.
+    written = dict.fromkeys(SHARES, 0)
+    while sum(written.values()) < target_bytes or secret_queue:
         start = len(out)
         files += 1
-        pick = rng.random()
-        if secret_queue and (pick < 0.35 or size >= target_bytes):
+        kind = min(SHARES, key=lambda k: written[k] / SHARES[k])
+        if secret_queue and (kind == "config" or sum(written.values()) >= target_bytes):
+            kind = "config"
             _config_file(rng, out, files, secret_queue, planted, removed, lookalikes)
-        elif pick < 0.55:
+        elif kind == "config":  # every secret dealt: config files without them
+            _config_file(rng, out, files, [], planted, removed, lookalikes)
+        elif kind == "source":
             _source_file(rng, out, files)
-        elif pick < 0.65:
+        elif kind == "lockfile":
             _lockfile(rng, out, files)
-        elif pick < 0.72:
+        elif kind == "minified":
             _minified_file(rng, out, files)
-        elif pick < 0.80:
+        elif kind == "blob":
             _blob_file(rng, out, files)
-        elif pick < 0.88:
+        elif kind == "deleted":
             _deleted_file(rng, out, files, removed)
-        elif pick < 0.94:
+        elif kind == "rename":
             _rename(rng, out, files)
         else:
             out.extend(_binary(files))
-        size += sum(len(line) + 1 for line in out[start:])
+        written[kind] += sum(len(line) + 1 for line in out[start:])
     return Corpus(
         diff=("\n".join(out) + "\n").encode(),
         planted=planted,
@@ -348,6 +361,9 @@ def _config_file(
             value, text = KINDS[rule](rng)
             marks.append((len(lines), "planted", rule, value))
             lines.append(("+", text))
+        # A secret is usually one of several settings added together: the
+        # line after it is added too (the engine scans such runs as one block).
+        lines.append(("+", f"RETRY_COUNT={rng.randint(1, 9)}"))
         old_rule = rng.choice(list(KINDS))
         old_value, old_text = KINDS[old_rule](rng)
         marks.append((len(lines), "removed", old_rule, old_value))
