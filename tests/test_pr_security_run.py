@@ -60,9 +60,13 @@ async def test_run_scans_the_open_pull_requests_once(tmp_path: Path) -> None:
         code, _out, err = await run_once(tmp_path, fake)
         assert code == 0, err
         assert len(fake.writes.received) == writes
-        (artifact,) = sorted((tmp_path / "artifacts").rglob("scan_*.json"))[:1]
-        doc = json.loads(artifact.read_text())
-        [entry] = doc["pull_request_scans"]
+        # Two runs in the same second have run ids that differ only in their random
+        # suffix, so the names do not say which came first: the contents do.
+        artifacts = sorted((tmp_path / "artifacts").rglob("scan_*.json"))
+        docs = {a: json.loads(a.read_text()) for a in artifacts}
+        assert sorted(len(d["pull_request_scans"]) for d in docs.values()) == [0, 1]
+        artifact = next(a for a, d in docs.items() if d["pull_request_scans"])
+        [entry] = docs[artifact]["pull_request_scans"]
         assert sorted(f["line_start"] for f in entry["findings"]) == sorted(lines.values())
         for secret in PLANTED.values():
             assert secret[:10] not in artifact.read_text() + err
