@@ -73,6 +73,20 @@ def test_the_same_finding_on_one_line_is_reported_once() -> None:
     assert len(found) == 1
 
 
+def test_a_secret_a_specific_rule_names_is_not_reported_again_as_generic() -> None:
+    stripe = "sk_live_51Mx8Kq2Lz9Vt4Rn7Wb1Cs5Dy3Hf6Jg0Pa8Qe2T"
+    lines = {1: f'api_key = "{stripe}"', 2: 'DB_PASSWORD = "Tq7#mZ2!vKp9@Lr4"'}
+    found, _ = scan(file("settings.py", lines))
+    assert sorted((f.line_start, f.rule_id) for f in found) == [
+        (1, "np.stripe.1"),
+        (2, "rc.generic.1"),
+    ]
+    # Without the specific rule the generic one still reports the assignment.
+    generic_only = [r for r in RULES if r.generic]
+    found, _ = SecretsEngine(generic_only, KEY).scan([file("settings.py", lines)])
+    assert sorted(f.line_start for f in found) == [1, 2]
+
+
 def test_allowlist_by_path_rule_and_fingerprint_and_inline_markers() -> None:
     lines = {1: f"KEY={AWS}", 2: f"GH={GITHUB}  # rcingest:allow np.github.1"}
     found, allowed = scan(file("src/app.py", lines))

@@ -8,7 +8,9 @@ match with its line span. A match becomes a finding unless:
 * the secret is below the rule's ``min_entropy`` (Shannon bits/character);
 * it is a look-alike: contains ``EXAMPLE`` (AWS's documented keys) or a
   placeholder word, is a run of one character or of ``x``, or (for generic
-  rules) is only hex digits or a UUID: hashes and ids, not credentials.
+  rules) is only hex digits or a UUID: hashes and ids, not credentials;
+* it is a generic rule's match overlapping text a specific rule already
+  reported (one secret, one finding, under its most precise name).
 
 A finding carries the keyed fingerprint of rule and secret and the line with
 the secret replaced by its redacted form, so no field holds more than four
@@ -106,6 +108,10 @@ class SecretsEngine:
         rules = self._always + [r for r in self._keyed if any(k in lowered for k in r.keywords)]
         if not rules:
             return
+        # Specific rules first: a generic assignment rule that matches the same text
+        # as, say, the Stripe rule would otherwise report one secret twice.
+        rules.sort(key=lambda r: r.generic)
+        claimed: list[tuple[int, int]] = []
         starts = [0]
         for line in block[:-1]:
             starts.append(starts[-1] + len(line.text) + 1)
@@ -118,6 +124,8 @@ class SecretsEngine:
                 if is_lookalike(secret, rule.generic):
                     continue
                 begin, end = rule.span(match)
+                if rule.generic and any(b < end and begin < e for b, e in claimed):
+                    continue
                 first = bisect.bisect_right(starts, begin) - 1
                 last = bisect.bisect_right(starts, max(begin, end - 1)) - 1
                 fp = fingerprint(self.key, rule.id, secret)
@@ -125,6 +133,8 @@ class SecretsEngine:
                 if (line.line, rule.id, fp) in seen:
                     continue
                 seen.add((line.line, rule.id, fp))
+                if not rule.generic:
+                    claimed.append((begin, end))
                 finding = Finding(
                     path=path,
                     line_start=line.line,
