@@ -16,11 +16,13 @@ from typing import Any, Literal
 
 import msgspec
 
+from rcingest.compliance.records import ComplianceEvaluation
 from rcingest.scanning.records import PullRequestScan
 
 __all__ = [
     "Checkpoint",
     "Commit",
+    "ComplianceEvaluation",
     "FileChange",
     "PullRequest",
     "PullRequestRef",
@@ -156,8 +158,12 @@ class WebhookDelivery(msgspec.Struct, tag="webhook_delivery", kw_only=True):
     content_key: str | None = None
 
 
-#: ``PullRequestScan`` (``rcingest.scanning.records``): a pull request's secret scan.
-Record = Repository | Commit | PullRequest | WebhookDelivery | PullRequestScan
+#: ``PullRequestScan`` (``rcingest.scanning.records``): a pull request's secret scan;
+#: ``ComplianceEvaluation`` (``rcingest.compliance.records``): a pull request's
+#: evaluation against a policy.
+Record = (
+    Repository | Commit | PullRequest | WebhookDelivery | PullRequestScan | ComplianceEvaluation
+)
 
 
 def record_type(record: Record) -> str:

@@ -18,6 +18,7 @@ from typing import TypeVar, cast
 
 import peewee
 from peewee import (
+    AutoField,
     BooleanField,
     CompositeKey,
     DateTimeField,
@@ -271,6 +272,38 @@ class FindingRow(_Table):
         indexes = ((("state",), False), (("fingerprint",), False))
 
 
+class ComplianceEvaluationRow(_Table):
+    """A pull request's compliance evaluation (issue 13): one row per change, never rewritten.
+
+    An auto-increment key, not a natural one: the table is an audit history,
+    and the same (PR, head, policy) can come back to an earlier verdict.
+    ``compliance.py`` decides when a row is added.
+    """
+
+    id = AutoField()
+    repository = TextField()
+    pull_request_id = IntegerField()
+    head = TextField()
+    policy_name = TextField()
+    policy_hash = TextField()
+    verdict = TextField()
+    pr_state = TextField()
+    frozen = BooleanField()
+    trigger = TextField()
+    title = TextField(null=True)
+    source_branch = TextField(null=True)
+    destination_branch = TextField(null=True)
+    first_evaluated_at = DateTimeField()
+    last_evaluated_at = DateTimeField()
+    outcomes = TextField()
+    facts = TextField(null=True)
+    digest = TextField()
+
+    class Meta:
+        table_name = "compliance_evaluations"
+        indexes = ((("repository", "pull_request_id", "id"), False),)
+
+
 class SourceCursor(_Table):
     source_id = TextField()
     stream = TextField()
@@ -301,6 +334,7 @@ class Models:
     source_cursors: type[SourceCursor]
     pr_scans: type[PrScan]
     findings: type[FindingRow]
+    compliance_evaluations: type[ComplianceEvaluationRow]
 
     def all(self) -> list[type[peewee.Model]]:
         """Every model, in creation order."""
@@ -336,4 +370,5 @@ def make_models(db: peewee.Database) -> Models:
         source_cursors=_bind(SourceCursor, db),
         pr_scans=_bind(PrScan, db),
         findings=_bind(FindingRow, db),
+        compliance_evaluations=_bind(ComplianceEvaluationRow, db),
     )

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from rcingest.compliance.records import ComplianceEvaluation
+from rcingest.default_plugins.database.compliance import evaluation_row
 from rcingest.records import (
     Checkpoint,
     Commit,
@@ -110,6 +112,9 @@ class Rows:
     #: Per pull request, the batch's last scan that saw the whole diff: it
     #: closes what it no longer finds (an earlier scan in the batch is superseded).
     scan_outcomes: dict[tuple[str, int], ScanOutcome] = field(default_factory=dict)
+    #: Compliance evaluations in batch order (``compliance.py`` decides which
+    #: become rows), already cleaned: their JSON is cleaned before encoding.
+    compliance_evaluations: list[Row] = field(default_factory=list)
     #: Records per type (``commit``, ``pull_request``...), for the runs table.
     records: Counter[str] = field(default_factory=Counter)
 
@@ -230,6 +235,9 @@ def build_rows(
             )  # fmt: skip
         elif isinstance(record, PullRequestScan):
             _pr_scan(rows, record, now)
+        elif isinstance(record, ComplianceEvaluation):
+            rows.compliance_evaluations.append(evaluation_row(record, clean))
+            _imply_repository(rows, record.repository, now)
         elif isinstance(record, WebhookDelivery):
             d = record
             rows.deliveries[d.request_uuid] = (

@@ -17,7 +17,8 @@ version 3 keeps the evidence of a branch-lent story key (``story_keys.branch``),
 a pull request's source repository (``pull_requests.source_repository``) and
 where each run's process lives (``runs.host``, ``runs.pid``, ``runs.noticed_at``);
 version 4 adds pull requests' secret scans (``pr_scans``) and their
-findings (``findings``). Add a step here, never edit one that has shipped.
+findings (``findings``); version 5 adds the audit history of compliance
+evaluations (``compliance_evaluations``). Add a step here, never edit one that has shipped.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from rcingest.errors import RunFailed
 
 __all__ = ["CURRENT_VERSION", "MIGRATIONS", "SchemaError", "ensure_schema", "read_version"]
 
-CURRENT_VERSION = 4
+CURRENT_VERSION = 5
 # Any fixed 64-bit number: the key of the PostgreSQL advisory lock that
 # serialises schema creation and upgrades between processes.
 _PG_LOCK_KEY = 0x7263696E67657374  # "rcingest"
@@ -175,12 +176,18 @@ def _upgrade_3_to_4(db: peewee.Database, models: Models) -> None:
     db.create_tables([models.pr_scans, models.findings], safe=True)
 
 
+def _upgrade_4_to_5(db: peewee.Database, models: Models) -> None:
+    """Version 4 → 5: the ``compliance_evaluations`` table (new, nothing to move)."""
+    db.create_tables([models.compliance_evaluations], safe=True)
+
+
 #: Upgrade steps: ``MIGRATIONS[n]`` takes a database from version ``n - 1`` to ``n``.
 MIGRATIONS: dict[int, Callable[[peewee.Database, Models], None]] = {
     1: _upgrade_0_to_1,
     2: _upgrade_1_to_2,
     3: _upgrade_2_to_3,
     4: _upgrade_3_to_4,
+    5: _upgrade_4_to_5,
 }
 
 

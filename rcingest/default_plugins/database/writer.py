@@ -16,6 +16,7 @@ import peewee
 from peewee import EXCLUDED, SQL, Case, fn
 
 from rcingest.default_plugins.database import rows as r
+from rcingest.default_plugins.database.compliance import write_evaluations
 from rcingest.default_plugins.database.findings import write_scans
 from rcingest.default_plugins.database.models import Models
 
@@ -281,6 +282,8 @@ def write_rows(
         )
         if rows.pr_scans or rows.findings:
             write_scans(db, m, rows, _insert)
+        if rows.compliance_evaluations:
+            write_evaluations(db, m, rows.compliance_evaluations)
         if after is not None:
             after()
     return rows.total()
