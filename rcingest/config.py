@@ -19,6 +19,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
+from rcingest.compliance.policy import Policy
+from rcingest.compliance.settings import ComplianceConfig, compliance_problems, resolve_policy
 from rcingest.errors import ConfigError
 from rcingest.interfaces import ComponentConfig
 from rcingest.logconfig import LoggingConfig
@@ -72,6 +74,8 @@ class PipelineConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     scanners: list[ComponentSpec] = []
     #: Settings those scans share (fingerprint key, diff size bound).
     scanning: ScanningConfig = msgspec.field(default_factory=ScanningConfig)
+    #: The compliance enforcer's policy and reporting (docs/compliance.md).
+    compliance: ComplianceConfig | None = None
 
 
 @dataclass
@@ -97,6 +101,8 @@ class Pipeline:
     sinks: list[Component]
     secrets: frozenset[str] = field(default_factory=frozenset)
     scanners: list[Component] = field(default_factory=list)
+    #: The compliance policy (``compliance:``), resolved; None without one.
+    policy: Policy | None = None
 
 
 def interpolate(
@@ -197,9 +203,19 @@ def apply_overrides(
     return data
 
 
-def problems(data: Any, registry: Registry) -> list[str]:
-    """Every problem of an interpolated pipeline mapping, each with its YAML path."""
-    found = errors_for(data, PipelineConfig, "$")
+def problems(data: Any, registry: Registry, base: Path | None = None) -> list[str]:
+    """Every problem of an interpolated pipeline mapping, each with its YAML path.
+
+    ``base`` is the pipeline file's folder: a ``compliance.policy_file`` is read from it.
+    """
+    if isinstance(data, dict) and data.get("compliance") is not None:
+        # The policy is checked rule by rule (compliance_problems), which names
+        # every problem; the schema of a union of rules would name only one.
+        rest = {k: v for k, v in data.items() if k != "compliance"}
+        found = errors_for(rest, PipelineConfig, "$")
+        found += compliance_problems(data["compliance"], base or Path.cwd())
+    else:
+        found = errors_for(data, PipelineConfig, "$")
     if not isinstance(data, dict):
         return found
     for kind, path, entry in entries(data):
@@ -288,7 +304,7 @@ def _check(
         if registered is not None and isinstance(entry.get("config"), dict):
             # ``since: 2026-11-01`` means what ``--since 2026-11-01`` means.
             entry["config"] = normalise_moments(entry["config"], registered.component.Config)
-    found += problems(data, registry)
+    found += problems(data, registry, path.parent)
     return Prepared(path, data, frozenset(secrets), list(dict.fromkeys(found)))
 
 
@@ -335,6 +351,7 @@ def resolve(prepared: Prepared, registry: Registry) -> Pipeline:
         scanners=[
             component("scanner", s, f"$.scanners[{i}]") for i, s in enumerate(config.scanners)
         ],
+        policy=resolve_policy(config.compliance, path.parent) if config.compliance else None,
     )
 
 

@@ -112,6 +112,9 @@ class RunContext:
     scanners: list[Scanner[Any]] = field(default_factory=list)
     #: Settings shared by those sources (``scanning:``); see ``rcingest.scanning.settings``.
     scanning: Any = None
+    #: The pipeline's ``compliance:`` section and its resolved policy (None without).
+    compliance: Any = None
+    policy: Any = None
     #: The fingerprint key once loaded (``Scanner.fingerprint_key``); never logged.
     fingerprint_key: bytes | None = field(default=None, repr=False)
 

@@ -78,6 +78,8 @@ class Runner:
         self.progress = progress
         # Scanners first: the source that scans finds them in the context.
         context.scanning = pipeline.config.scanning
+        context.compliance = pipeline.config.compliance
+        context.policy = pipeline.policy
         context.scanners = [self._build(c) for c in pipeline.scanners]
         for scanner, component in zip(context.scanners, pipeline.scanners, strict=True):
             scanner.name = component.label

@@ -230,11 +230,11 @@ def comment_body(scan: PullRequestScan, *, limit: int = MAX_COMMENT) -> str:
     return "\n".join(lines) + footer
 
 
-def is_our_comment(comment: dict[str, Any], account_id: str | None) -> bool:
+def is_our_comment(comment: dict[str, Any], account_id: str | None, marker: str = MARKER) -> bool:
     """A comment rcingest wrote: the marker line, and (when known) the bot's account."""
     content = comment.get("content")
     raw = content.get("raw") if isinstance(content, dict) else None
-    if not isinstance(raw, str) or f"\n{MARKER} " not in raw or comment.get("deleted"):
+    if not isinstance(raw, str) or f"\n{marker} " not in raw or comment.get("deleted"):
         return False
     if account_id is None:
         return True

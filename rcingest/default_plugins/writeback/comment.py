@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from rcingest.compliance import report as compliance_report
+from rcingest.compliance.records import ComplianceEvaluation
 from rcingest.default_plugins.writeback.common import WriteBackConfig, WriteBackSink
 from rcingest.errors import RcingestError
 from rcingest.scanning import report
@@ -47,14 +49,29 @@ class CommentSink(WriteBackSink):
                 self._account = None
         return self._account
 
-    async def _ours(self, scan: PullRequestScan) -> dict[str, Any] | None:
+    async def _ours(
+        self, scan: PullRequestScan | ComplianceEvaluation, marker: str = report.MARKER
+    ) -> dict[str, Any] | None:
         account = await self._bot_account()
         path = f"{self.base(scan)}/pullrequests/{scan.pull_request_id}/comments"
         async for values in self.client.pages(path):
             for comment in values:
-                if report.is_our_comment(comment, account):
+                if report.is_our_comment(comment, account, marker):
                     return comment
         return None
+
+    async def report_compliance(self, evaluation: ComplianceEvaluation) -> None:
+        """A non-compliant PR gets the comment; a compliant one only has it updated."""
+        comments = f"{self.base(evaluation)}/pullrequests/{evaluation.pull_request_id}/comments"
+        ours = await self._ours(evaluation, compliance_report.MARKER)
+        if ours is None and evaluation.verdict == "compliant":
+            return  # compliant from the start: nothing to say
+        body = compliance_report.comment_body(evaluation)
+        if ours is None:
+            await self.client.send("POST", comments, {"content": {"raw": body}}, retry=False)
+        elif (ours.get("content") or {}).get("raw") != body:
+            await self.client.send("PUT", f"{comments}/{ours['id']}", {"content": {"raw": body}})
+        self.context.stats.incr("writeback.comments")
 
     async def report(self, scan: PullRequestScan) -> None:
         if scan.state == "scanning":

@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from rcingest.bitbucket.config import ClientConfig
+from rcingest.compliance.records import ComplianceEvaluation
 from rcingest.errors import RcingestError
 from rcingest.interfaces import Batch, RunContext, Sink
 from rcingest.scanning.records import PullRequestScan
@@ -65,17 +66,40 @@ class WriteBackSink(Sink[Any]):
         return self._client
 
     async def write(self, batch: Batch) -> None:
+        if self.context.dry_run:
+            return
         for record in batch.records:
-            if isinstance(record, PullRequestScan) and not self.context.dry_run:
+            if isinstance(record, PullRequestScan):
                 try:
                     await self.report(record)
+                except RcingestError as exc:
+                    self._failed(record, exc)
+            elif (
+                isinstance(record, ComplianceEvaluation)
+                and record.verdict != "not_found"
+                and len(record.head) == 40
+            ):
+                # A pull request that is gone, or a head that could not be
+                # resolved, has nowhere to be reported: the database has it.
+                try:
+                    await self.report_compliance(record)
                 except RcingestError as exc:
                     self._failed(record, exc)
 
     async def report(self, scan: PullRequestScan) -> None:
         raise NotImplementedError
 
-    def _failed(self, scan: PullRequestScan, exc: RcingestError) -> None:
+    async def report_compliance(self, evaluation: ComplianceEvaluation) -> None:
+        raise NotImplementedError
+
+    @property
+    def compliance_key(self) -> str:
+        """The compliance verdict's status key (and report id): ``compliance.status_key``."""
+        section = self.context.compliance
+        key = getattr(section, "status_key", None)
+        return key if isinstance(key, str) else "rcingest-compliance"
+
+    def _failed(self, scan: PullRequestScan | ComplianceEvaluation, exc: RcingestError) -> None:
         self.context.stats.incr("writeback.failed")
         self.context.stats.incr(f"writeback.{self.kind}.failed")
         status = getattr(exc, "status", None)
@@ -83,13 +107,15 @@ class WriteBackSink(Sink[Any]):
         hint = ""
         if status in (401, 403):
             hint = " (the token needs write access: repository write / pullrequest write scopes)"
-        message = f"{self.kind} for {scan.repository} PR #{scan.pull_request_id}: {exc}{hint}"
+        what = "compliance " if isinstance(scan, ComplianceEvaluation) else ""
+        message = f"{what}{self.kind} for {scan.repository} PR #{scan.pull_request_id}: {exc}{hint}"
+        stored = "evaluation is" if what else "findings are"
         if key in self._warned:
             self.context.logger.info("%s", message)
         else:
             # Once per repository and status at ERROR; the findings are stored regardless.
             self._warned.add(key)
-            self.context.logger.error("%s; the findings are stored all the same", message)
+            self.context.logger.error("%s; the %s stored all the same", message, stored)
 
-    def base(self, scan: PullRequestScan) -> str:
+    def base(self, scan: PullRequestScan | ComplianceEvaluation) -> str:
         return f"/repositories/{scan.repository}"

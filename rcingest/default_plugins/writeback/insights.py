@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from rcingest.compliance import report as compliance_report
+from rcingest.compliance.records import ComplianceEvaluation
 from rcingest.default_plugins.writeback.common import WriteBackConfig, WriteBackSink
 from rcingest.scanning import report
 from rcingest.scanning.records import PullRequestScan
@@ -33,4 +35,13 @@ class CodeInsightsSink(WriteBackSink):
         # Annotations keyed by external_id (the fingerprint): posting again overwrites.
         for batch in report.annotation_batches(scan):
             await self.client.send("POST", f"{path}/annotations", batch)
+        self.context.stats.incr("writeback.reports")
+
+    async def report_compliance(self, evaluation: ComplianceEvaluation) -> None:
+        config: CodeInsightsConfig = self.config
+        path = f"{self.base(evaluation)}/commit/{evaluation.head}/reports/{self.compliance_key}"
+        body = compliance_report.report_body(
+            evaluation, title="rcingest compliance", link=config.link
+        )
+        await self.client.send("PUT", path, body)  # the same id replaces the report
         self.context.stats.incr("writeback.reports")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from rcingest.compliance import report as compliance_report
+from rcingest.compliance.records import ComplianceEvaluation
 from rcingest.default_plugins.writeback.common import WriteBackConfig, WriteBackSink
 from rcingest.scanning import report
 from rcingest.scanning.records import PullRequestScan
@@ -50,6 +52,17 @@ class BuildStatusSink(WriteBackSink):
         self.context.stats.incr("writeback.statuses")
         if config.require_passing_builds and scan.destination_branch:
             await self._require_builds(scan.repository, scan.destination_branch)
+
+    async def report_compliance(self, evaluation: ComplianceEvaluation) -> None:
+        config: BuildStatusConfig = self.config
+        body = compliance_report.status_body(
+            evaluation, key=self.compliance_key, name="rcingest compliance", url=config.link
+        )
+        path = f"{self.base(evaluation)}/commit/{evaluation.head}/statuses/build"
+        await self.client.send("POST", path, body)
+        self.context.stats.incr("writeback.statuses")
+        if config.require_passing_builds and evaluation.destination_branch:
+            await self._require_builds(evaluation.repository, evaluation.destination_branch)
 
     async def _require_builds(self, repository: str, branch: str) -> None:
         if (repository, branch) in self._restricted:
