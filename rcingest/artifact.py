@@ -15,13 +15,17 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from rcingest.compliance.facts import PullRequestFacts
+from rcingest.compliance.records import Outcome, Verdict
 from rcingest.records import StoryKeyOrigin
 from rcingest.schema_text import clean_descriptions
 
 __all__ = [
     "ARTIFACT_SCHEMA_COPY",
     "SCHEMA_ID",
+    "ArtifactCompliance",
     "ArtifactCounts",
+    "ArtifactRuleOutcome",
     "ArtifactSource",
     "ArtifactWindow",
     "CommitAuthor",
@@ -160,6 +164,48 @@ class ArtifactScan(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     scanners: list[str] = []
 
 
+class ArtifactRuleOutcome(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One rule's outcome in a compliance evaluation."""
+
+    rule_id: str
+    type: str
+    level: Literal["required", "advisory"]
+    #: ``not_applicable``: out of the rule's scope; ``error``: a fact could not be read.
+    outcome: Outcome
+    message: str
+    #: How to make it pass; null when it passes.
+    fix: str | None = None
+    #: What the outcome rests on (approvers, statuses, keys found...).
+    facts: dict[str, Any] = {}
+
+
+class ArtifactCompliance(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A pull request's compliance evaluation: the latest of the run (the merge's, once frozen)."""
+
+    repository: str
+    pull_request_id: Count
+    #: The source head evaluated, the full hash when it could be resolved.
+    head: str
+    policy_name: str
+    #: SHA-256 of the canonical policy: which version of the rules decided.
+    policy_hash: str
+    verdict: Verdict
+    #: The final evaluation of a merged pull request: nothing later replaces it.
+    frozen: bool
+    #: The pull request's state then (``OPEN``, ``MERGED``...).
+    pr_state: str
+    #: What caused it: a webhook event key, ``check`` or ``run``.
+    trigger: str
+    evaluated_at: AwareDatetime
+    title: str | None = None
+    source_branch: str | None = None
+    destination_branch: str | None = None
+    reason: str | None = None
+    outcomes: list[ArtifactRuleOutcome] = []
+    #: What the verdict rests on; null when the pull request was not found.
+    facts: PullRequestFacts | None = None
+
+
 class RunArtifact(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """One run's evidence (a scan), or one hour of a webhook daemon's."""
 
@@ -177,6 +223,8 @@ class RunArtifact(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     status: Literal["running", "succeeded", "failed", "interrupted"]
     #: Pull-request secret scans (the PR security bot), one per repository, PR and head.
     pull_request_scans: list[ArtifactScan] = []
+    #: Compliance evaluations, the latest per repository and pull request.
+    compliance_evaluations: list[ArtifactCompliance] = []
     #: Commit summaries (empty when the sink's ``include_payload`` is false). Last field:
     #: the sink streams it.
     payload: list[CommitSummary]

@@ -9,7 +9,8 @@ Memory stays bounded: commit summaries are spooled to disk as they arrive
 and the file is streamed from the spool and replaced atomically
 (``artifact_spool.py``). A commit seen twice has one summary, its sightings
 merged as the database merges its rows. Strings are scrubbed: configured
-secrets and URL passwords become ``***``.
+secrets and URL passwords become ``***``. Pull-request scans and compliance
+evaluations are few per run and kept in memory.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from typing import Any, Literal
 import msgspec
 
 from rcingest.artifact import (
+    ArtifactCompliance,
     ArtifactFile,
     ArtifactFinding,
+    ArtifactRuleOutcome,
     ArtifactScan,
     ArtifactSource,
     ArtifactWindow,
@@ -35,6 +38,7 @@ from rcingest.artifact import (
     RunArtifact,
     SummaryStoryKey,
 )
+from rcingest.compliance.facts import PullRequestFacts
 from rcingest.default_plugins.artifact_spool import (
     SCHEMA_COPY_NAME,
     Period,
@@ -45,6 +49,7 @@ from rcingest.hookspecs import RegisterSink, hookimpl
 from rcingest.interfaces import Batch, ComponentConfig, RunContext, Sink
 from rcingest.records import (
     Commit,
+    ComplianceEvaluation,
     PullRequest,
     PullRequestScan,
     Record,
@@ -57,6 +62,24 @@ _encode = msgspec.json.Encoder().encode
 Status = Literal["running", "succeeded", "failed", "interrupted"]
 _decode_artifact = msgspec.json.Decoder(RunArtifact).decode
 _decode_summary = msgspec.json.Decoder(CommitSummary).decode
+
+
+class _Period(Period):
+    """A period that also keeps the latest compliance evaluation per pull request."""
+
+    def __init__(self, name: str, window: ArtifactWindow | None, stats: dict[str, int]) -> None:
+        super().__init__(name, window, stats)
+        self.compliance: dict[tuple[str, int], ArtifactCompliance] = {}
+
+    def continue_from(self, old: RunArtifact) -> None:
+        super().continue_from(old)
+        for ev in old.compliance_evaluations:
+            self.compliance.setdefault((ev.repository, ev.pull_request_id), ev)
+
+
+def _same_head(a: str, b: str) -> bool:
+    """One head, perhaps once as a payload's 12-character hash and once in full."""
+    return a == b or (min(len(a), len(b)) >= 7 and (a.startswith(b) or b.startswith(a)))
 
 
 class JsonArtifactConfig(ComponentConfig):
@@ -80,7 +103,7 @@ class JsonArtifactSink(Sink[JsonArtifactConfig]):
         self.written: list[Path] = []
         #: The clock; tests replace it to cross hour boundaries.
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-        self._period: Period | None = None
+        self._period: _Period | None = None
         self._lock = asyncio.Lock()
         self._roller: asyncio.Task[None] | None = None
         self._stats_mark: dict[str, int] = {}
@@ -93,14 +116,14 @@ class JsonArtifactSink(Sink[JsonArtifactConfig]):
         end = (start.astimezone(UTC) + timedelta(hours=1)).astimezone(self.context.timezone)
         return f"webhook_{start:%Y%m%dT%H}.json", ArtifactWindow(start, end)
 
-    def _open_period(self) -> Period:
+    def _open_period(self) -> _Period:
         # Stats count from the moment the previous period closed (or the sink
         # opened), so requests between two hours' traffic are not lost.
         stats = self._stats_mark
         if not self.serve:
-            return Period(f"scan_{self.context.run_id}.json", None, stats)
+            return _Period(f"scan_{self.context.run_id}.json", None, stats)
         name, window = self._hour(self.clock())
-        period = Period(name, window, stats)
+        period = _Period(name, window, stats)
         existing = self.dir / name
         if existing.exists():
             try:
@@ -109,7 +132,7 @@ class JsonArtifactSink(Sink[JsonArtifactConfig]):
                 self.context.logger.warning("%s: not continued, replaced: %s", existing, exc)
         return period
 
-    def _finish(self, period: Period, status: Status) -> Path:
+    def _finish(self, period: _Period, status: Status) -> Path:
         ctx = self.context
         window = period.window
         if window is None and ctx.window is not None:
@@ -128,6 +151,7 @@ class JsonArtifactSink(Sink[JsonArtifactConfig]):
             pull_request_scans=sorted(
                 period.scans.values(), key=lambda a: (a.repository, a.pull_request_id, a.head)
             ),
+            compliance_evaluations=[period.compliance[k] for k in sorted(period.compliance)],
             payload=[],
         )
         path = self.dir / period.name
@@ -207,7 +231,7 @@ class JsonArtifactSink(Sink[JsonArtifactConfig]):
             ],
         )
 
-    def _add(self, period: Period, records: Iterable[Record]) -> None:
+    def _add(self, period: _Period, records: Iterable[Record]) -> None:
         for record in records:
             if isinstance(record, Commit):
                 period.add_summary(self._summary(record), self.config.include_payload)
@@ -219,6 +243,8 @@ class JsonArtifactSink(Sink[JsonArtifactConfig]):
                 period.repositories.add(self._clean(record.full_name))
             elif isinstance(record, PullRequestScan):
                 self._add_scan(period, record)
+            elif isinstance(record, ComplianceEvaluation):
+                self._add_compliance(period, record)
             elif isinstance(record, WebhookDelivery):
                 period.deliveries.add(record.request_uuid)
                 if record.repository:
@@ -252,6 +278,73 @@ class JsonArtifactSink(Sink[JsonArtifactConfig]):
             ],
             allowed=list(scan.allowed),
             scanners=list(scan.scanners),
+        )
+
+    def _scrubbed(self, value: Any) -> Any:
+        """``value`` (builtins) with every string cleaned and every time in the pipeline's zone."""
+        if isinstance(value, str):
+            return self._clean(value)
+        if isinstance(value, datetime):
+            return self.context.local(value)
+        if isinstance(value, dict):
+            return {self._clean(str(k)): self._scrubbed(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._scrubbed(v) for v in value]
+        return value
+
+    def _add_compliance(self, period: _Period, ev: ComplianceEvaluation) -> None:
+        """Keep the latest evaluation per pull request; a frozen one (the merge's) stays.
+
+        As in the database: a non-frozen evaluation never replaces a frozen
+        one, nor does a second frozen one at the same head; an evaluation
+        older than the kept one (a late delivery) does not replace it.
+        """
+        key = (ev.repository, ev.pull_request_id)
+        kept = period.compliance.get(key)
+        when = self.context.local(ev.evaluated_at)
+        if kept is not None:
+            if kept.frozen and (not ev.frozen or _same_head(kept.head, ev.head)):
+                return
+            if not ev.frozen and when < kept.evaluated_at:
+                return
+        clean, builtins = self._clean, (datetime,)
+
+        def opt(text: str | None) -> str | None:
+            return None if text is None else clean(text)
+
+        facts = None
+        if ev.facts is not None:
+            data = self._scrubbed(msgspec.to_builtins(ev.facts, builtin_types=builtins))
+            facts = msgspec.convert(data, PullRequestFacts)
+        period.repositories.add(clean(ev.repository))
+        period.compliance[key] = ArtifactCompliance(
+            repository=clean(ev.repository),
+            pull_request_id=ev.pull_request_id,
+            head=clean(ev.head),
+            policy_name=clean(ev.policy_name),
+            policy_hash=clean(ev.policy_hash),
+            verdict=ev.verdict,
+            frozen=ev.frozen,
+            pr_state=clean(ev.pr_state),
+            trigger=clean(ev.trigger),
+            evaluated_at=when,
+            title=opt(ev.title),
+            source_branch=opt(ev.source_branch),
+            destination_branch=opt(ev.destination_branch),
+            reason=opt(ev.reason),
+            outcomes=[
+                ArtifactRuleOutcome(
+                    rule_id=clean(o.rule_id),
+                    type=clean(o.type),
+                    level=o.level,
+                    outcome=o.outcome,
+                    message=clean(o.message),
+                    fix=opt(o.fix),
+                    facts=self._scrubbed(msgspec.to_builtins(o.facts, builtin_types=builtins)),
+                )
+                for o in ev.outcomes
+            ],
+            facts=facts,
         )
 
     async def _roll(self) -> None:
