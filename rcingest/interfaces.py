@@ -115,6 +115,8 @@ class RunContext:
     #: The pipeline's ``compliance:`` section and its resolved policy (None without).
     compliance: Any = None
     policy: Any = None
+    #: (mode, projects) of the pipeline's story_keys enricher, for the policy's story_key rules.
+    story_keys: tuple[str, list[str] | None] = ("strict", None)
     #: The fingerprint key once loaded (``Scanner.fingerprint_key``); never logged.
     fingerprint_key: bytes | None = field(default=None, repr=False)
 

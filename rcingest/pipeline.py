@@ -80,6 +80,15 @@ class Runner:
         context.scanning = pipeline.config.scanning
         context.compliance = pipeline.config.compliance
         context.policy = pipeline.policy
+        # A story_key rule that says nothing uses the story_keys enricher's grammar.
+        for c in pipeline.enrichers:
+            if c.registered.type_name == "story_keys":
+                mode, projects = (
+                    getattr(c.config, "mode", None),
+                    getattr(c.config, "projects", None),
+                )
+                if isinstance(mode, str):
+                    context.story_keys = (mode, list(projects) if projects is not None else None)
         context.scanners = [self._build(c) for c in pipeline.scanners]
         for scanner, component in zip(context.scanners, pipeline.scanners, strict=True):
             scanner.name = component.label

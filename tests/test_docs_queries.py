@@ -26,6 +26,8 @@ EXPECTED_EMPTY = {
     "branch-keys-without-evidence": "only rows written before schema version 3",
     "deliveries-by-outcome": "deliveries come from webhooks; the demo only scans",
     "open-findings": "findings come from pull-request scans; the demo only scans",
+    "merges-not-compliant": "evaluations come from the compliance enforcer",
+    "compliance-history": "evaluations come from the compliance enforcer",
 }
 
 

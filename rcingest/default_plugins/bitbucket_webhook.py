@@ -103,6 +103,9 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
                 "no webhook secret: set BITBUCKET_WEBHOOK_SECRET (source.config.secret) "
                 "or `insecure: true` to accept unsigned deliveries"
             )
+        self._compliance_key = str(
+            getattr(context.compliance, "status_key", None) or "rcingest-compliance"
+        )
         self.intake = Intake()
         self.metrics: WebhookMetrics = WebhookMetrics()
         secrets = set(context.secrets) | set(auth_secrets(config.auth))
@@ -117,6 +120,9 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
                 max_body_bytes=config.max_body_bytes,
                 ack_timeout=config.ack_timeout,
                 scan_pull_requests=bool(context.scanners),
+                compliance_keys=(
+                    frozenset({self._compliance_key}) if context.policy is not None else None
+                ),
             ),
             intake=self.intake,
             metrics=self.metrics,
@@ -130,6 +136,12 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
             raise ConfigError(
                 "scanners need the REST client: set credentials in `auth` (with read access "
                 "to pull requests) and keep `backfill: true`, or remove `scanners:`"
+            )
+        if context.policy is not None and not self.backfill_enabled:
+            # Each evaluation reads the pull request, its statuses and reviewers.
+            raise ConfigError(
+                "compliance needs the REST client: set credentials in `auth` (with read "
+                "access to pull requests) and keep `backfill: true`, or remove `compliance:`"
             )
         self.app: web.Application | None = None
         self._runner: web.AppRunner | None = None
@@ -166,6 +178,9 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
                 secrets=self._secrets,
                 scanners=list(self.context.scanners),
                 max_diff_bytes=getattr(self.context.scanning, "max_diff_bytes", 10 * 1024 * 1024),
+                policy=self.context.policy,
+                compliance_key=self._compliance_key,
+                story=self.context.story_keys,
             )
         elif cfg.backfill:
             log.warning(
@@ -206,10 +221,12 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
         from rcingest.webhooks.backfill import BackfillStore
 
         cfg = self.config
-        if not self.context.scanners or not cfg.scan_repositories:
+        scans = bool(self.context.scanners and cfg.scan_repositories)
+        if not scans and not self._compliance_repositories():
             raise ConfigError(
                 "under rcingest run a bitbucket_webhook source scans the open pull requests "
-                "of `scan_repositories` with the pipeline's `scanners:`; set both, or use "
+                "of `scan_repositories` with the pipeline's `scanners:`, or evaluates those of "
+                "`compliance.repositories` against the policy; set one pair, or use "
                 "rcingest serve"
             )
         self._store = BackfillStore(Path(cfg.backfill_queue), cfg.backfill_synchronous)
@@ -220,10 +237,17 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
         self._client = await client.__aenter__()
         self.context.source_info = {
             "type": "bitbucket_webhook",
-            "repositories": list(cfg.scan_repositories),
+            "repositories": sorted({*cfg.scan_repositories, *self._compliance_repositories()}),
             "mode": "open pull requests, once",
         }
         return self
+
+    def _compliance_repositories(self) -> list[str]:
+        """``compliance.repositories`` (else ``scan_repositories``) when a policy is set."""
+        if self.context.policy is None:
+            return []
+        named = list(getattr(self.context.compliance, "repositories", None) or [])
+        return named or list(self.config.scan_repositories)
 
     async def __aexit__(self, *exc_info: Any) -> None:
         if self.context.mode == "run":
@@ -248,19 +272,34 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
             from rcingest.webhooks.openscan import scan_open_pull_requests
             from rcingest.webhooks.prscan import PullRequestScans
 
-            scans = PullRequestScans(
-                self._client,
-                list(self.context.scanners),
-                getattr(self.context.scanning, "max_diff_bytes", 10 * 1024 * 1024),
-            )
-            async for item in scan_open_pull_requests(
-                self._client,
-                self._store,
-                scans,
-                self.config.scan_repositories,
-                self.context.stats,
-            ):
-                yield item
+            if self.context.scanners and self.config.scan_repositories:
+                scans = PullRequestScans(
+                    self._client,
+                    list(self.context.scanners),
+                    getattr(self.context.scanning, "max_diff_bytes", 10 * 1024 * 1024),
+                )
+                async for item in scan_open_pull_requests(
+                    self._client,
+                    self._store,
+                    scans,
+                    self.config.scan_repositories,
+                    self.context.stats,
+                ):
+                    yield item
+            if self.context.policy is not None:
+                from rcingest.compliance.gather import Gatherer
+                from rcingest.webhooks.openscan import evaluate_open_pull_requests
+
+                gatherer = Gatherer(
+                    self._client,
+                    self.context.policy,
+                    frozenset({self._compliance_key}),
+                    self.context.story_keys,
+                )
+                async for item in evaluate_open_pull_requests(
+                    gatherer, self._compliance_repositories(), self.context.stats
+                ):
+                    yield item
             return
         async for item in self.intake.items():
             yield item

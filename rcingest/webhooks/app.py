@@ -23,9 +23,11 @@ import msgspec
 from aiohttp import web
 
 from rcingest.bitbucket.client import BitbucketClient, ClientConfig
+from rcingest.compliance.gather import Gatherer
 from rcingest.interfaces import Stats
 from rcingest.records import Record
 from rcingest.webhooks.backfill import BackfillStore, BackfillWorker, fetch_job
+from rcingest.webhooks.compliance import ComplianceChecks
 from rcingest.webhooks.intake import PROBE_STREAM, Closed, Intake, RecentDeliveries
 from rcingest.webhooks.metrics import CONTENT_TYPE_LATEST, WebhookMetrics
 from rcingest.webhooks.prscan import PullRequestScans
@@ -51,6 +53,8 @@ class ReceiverSettings:
     ready_timeout: float = 2.0
     #: Queue a ``pr_scan`` job for each created/updated open pull request.
     scan_pull_requests: bool = False
+    #: The compliance status keys when a policy is set (None: no compliance jobs).
+    compliance_keys: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,11 @@ class BackfillSettings:
     #: The pipeline's scanners: ``pr_scan`` jobs run them (none: no scans are queued).
     scanners: Sequence[Any] = ()
     max_diff_bytes: int = 10 * 1024 * 1024
+    #: ``compliance`` jobs: the policy (None: none are queued), its status key, and
+    #: the story_keys enricher's (mode, projects).
+    policy: Any = None
+    compliance_key: str = "rcingest-compliance"
+    story: tuple[str, list[str] | None] = ("strict", None)
 
 
 @dataclass
@@ -192,6 +201,7 @@ async def handle_delivery(request: web.Request) -> web.Response:
             max_body_bytes=s.max_body_bytes,
             received_at=datetime.now(UTC),
             scan_pull_requests=s.scan_pull_requests,
+            compliance_keys=s.compliance_keys,
         )
         decoded = verdict.decoded
         if decoded is None:
@@ -278,11 +288,23 @@ async def _backfill_context(app: web.Application) -> AsyncIterator[None]:
             settings.client, r.stats, r.logger, secrets=settings.secrets
         ) as client:
             scans = PullRequestScans(client, settings.scanners, settings.max_diff_bytes)
+            checks = None
+            if settings.policy is not None:
+                checks = ComplianceChecks(
+                    Gatherer(
+                        client,
+                        settings.policy,
+                        frozenset({settings.compliance_key}),
+                        settings.story,
+                    )
+                )
 
             async def fetch(job: Any) -> list[Record]:
                 r.metrics.backfill_requests.labels(job.kind, "started").inc()
                 if job.kind == "pr_scan":
                     return await scans.fetch(job)
+                if job.kind == "compliance":
+                    return await checks.fetch(job) if checks is not None else []
                 return await fetch_job(client, job, settings.max_commits)
 
             def observe(kind: str, outcome: str) -> None:

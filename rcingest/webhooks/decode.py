@@ -215,7 +215,7 @@ class BackfillJob(msgspec.Struct, frozen=True, kw_only=True):
     from the configured API host.
     """
 
-    kind: Literal["push_range", "pr_commits", "pr_scan"]
+    kind: Literal["push_range", "pr_commits", "pr_scan", "compliance"]
     repository: str
     key: str
     include: list[str] = []
@@ -231,6 +231,10 @@ class BackfillJob(msgspec.Struct, frozen=True, kw_only=True):
     #: ``pr_scan``: the source head to scan (12 characters in payloads). The
     #: job key holds it, so a head already scanned is never queued again.
     head: str | None = None
+    #: ``compliance``: the pull request to evaluate (None: the open ones whose
+    #: source head is ``head``) and the event that asked for it.
+    pr_id: int | None = None
+    event: str | None = None
 
 
 class Decoded(msgspec.Struct, kw_only=True):
@@ -249,7 +253,7 @@ def _commit(c: _Commit, repository: str, branches: list[str], fallback: datetime
     return commit_from_api(c, repository, branches)
 
 
-def _shape_error(
+def shape_error(
     event: str, exc: msgspec.MsgspecError | UnicodeDecodeError, body: bytes
 ) -> DecodeError:
     if isinstance(exc, msgspec.ValidationError):
@@ -273,7 +277,7 @@ def _decode_push(body: bytes, headers: DeliveryHeaders, delivery: WebhookDeliver
     try:
         event = _push_decoder.decode(body)
     except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
-        raise _shape_error(headers.event, exc, body) from None
+        raise shape_error(headers.event, exc, body) from None
     repo = event.repository.full_name
     commits: dict[str, Commit] = {}
     jobs: list[BackfillJob] = []
@@ -326,7 +330,7 @@ def _decode_pr(
     try:
         event = _pr_decoder.decode(body)
     except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
-        raise _shape_error(headers.event, exc, body) from None
+        raise shape_error(headers.event, exc, body) from None
     pr, repo = event.pullrequest, event.repository.full_name
     if pr.state not in _PR_STATES:
         raise DecodeError(f"{headers.event} payload of the wrong shape: unknown state {pr.state!r}")
@@ -378,11 +382,14 @@ def decode(
     *,
     received_at: datetime,
     scan_pull_requests: bool = False,
+    compliance_keys: frozenset[str] | None = None,
 ) -> Decoded:
     """Decode one delivery (already authenticated) into records and backfill jobs.
 
     With ``scan_pull_requests``, a ``pullrequest:created``/``updated`` of an
-    open pull request also yields a ``pr_scan`` job for its source head.
+    open pull request also yields a ``pr_scan`` job for its source head. With
+    ``compliance_keys`` (the compliance status keys; None: no policy), the
+    events of ``rcingest.webhooks.review_events`` yield ``compliance`` jobs.
 
     An event rcingest does not store yields a ``Decoded`` with no records and
     ``delivery.outcome`` ``"ignored"`` (a documented event) or
@@ -403,13 +410,31 @@ def decode(
     if head.event == PUSH:
         return _decode_push(body, head, delivery)
     if head.event in PR_EVENTS:
-        return _decode_pr(body, head, delivery, scan_pull_requests)
+        decoded = _decode_pr(body, head, delivery, scan_pull_requests)
+        if compliance_keys is not None:
+            from rcingest.webhooks import review_events as rev
+
+            pr = decoded.records[0]
+            if head.event in rev.EVALUATED_PR_EVENTS and isinstance(pr, PullRequest):
+                if backfill_safe(pr.repository):
+                    job = rev.compliance_job(
+                        head.event, pr.repository, request_uuid, pr_id=pr.id, head=None
+                    )
+                    decoded.jobs.append(job)
+        return decoded
+    if compliance_keys is not None:
+        from rcingest.webhooks import review_events as rev
+
+        if head.event in rev.REVIEW_EVENTS:
+            return rev.decode_review(body, head, delivery)
+        if head.event in rev.STATUS_EVENTS:
+            return rev.decode_status(body, head, delivery, compliance_keys)
     # Not stored, but still held to the contract: the body must be JSON.
     try:
         _any_json(body)
         body.decode("utf-8")  # Raw does not look inside strings
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise _shape_error(head.event, exc, body) from None
+        raise shape_error(head.event, exc, body) from None
     delivery.outcome = "ignored" if head.event in KNOWN_EVENTS else "unknown_event"
     return Decoded(delivery=delivery)
 

@@ -20,7 +20,7 @@ from rcingest.webhooks.backfill import BackfillStore
 from rcingest.webhooks.decode import BackfillJob
 from rcingest.webhooks.prscan import PullRequestScans
 
-__all__ = ["scan_open_pull_requests"]
+__all__ = ["evaluate_open_pull_requests", "scan_open_pull_requests"]
 
 #: The stream of the checkpoint after each repository (nothing to resume: state None).
 STREAM = "pr_scan"
@@ -64,3 +64,19 @@ async def scan_open_pull_requests(
                 stats.incr("scan.pull_requests")
                 await store.finish(job.key)
         yield Checkpoint(STREAM)
+
+
+async def evaluate_open_pull_requests(
+    gatherer: Any, repositories: Sequence[str], stats: Any
+) -> AsyncIterator[Record | Checkpoint]:
+    """Each open pull request's compliance evaluation, a checkpoint after each repository.
+
+    Unlike scans, evaluations are not deduplicated by head: approvals and
+    statuses change without a new head, so every run evaluates afresh (the
+    database keeps one row per distinct outcome).
+    """
+    for repository in repositories:
+        for pr_id in await gatherer.open_pull_requests(repository):
+            yield await gatherer.evaluation(repository, pr_id, trigger="run")
+            stats.incr("compliance.evaluated")
+        yield Checkpoint("compliance")

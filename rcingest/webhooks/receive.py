@@ -60,6 +60,7 @@ def receive(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     received_at: datetime | None = None,
     scan_pull_requests: bool = False,
+    compliance_keys: frozenset[str] | None = None,
 ) -> Verdict:
     """Check and decode one delivery; see :class:`Verdict` for what to do next.
 
@@ -84,6 +85,7 @@ def receive(
             body,
             received_at=received_at or datetime.now(UTC),
             scan_pull_requests=scan_pull_requests,
+            compliance_keys=compliance_keys,
         )
     except DecodeError as exc:
         return Verdict(status=exc.status, reason=exc.reason, outcome="bad_request", event=event)
