@@ -129,14 +129,16 @@ def table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
 
 
 @click.command()
-@click.argument("name", type=click.Choice(["pipeline", "settings", "run"]), default="pipeline")
+@click.argument(
+    "name", type=click.Choice(["pipeline", "settings", "policy", "run"]), default="pipeline"
+)
 @click.option("--write", is_flag=True, help="Write every generated schema to its committed file.")
 @click.option("--all", "include_all", is_flag=True, help="Include third-party plugin types.")
 @click.pass_context
 def schema(ctx: click.Context, name: str, write: bool, include_all: bool) -> None:
     """Print (or --write) JSON Schemas generated from the config and artifact types.
 
-    The committed files (schemas/pipeline.schema.json, settings.schema.json,
+    The committed files (schemas/pipeline.schema.json, settings.schema.json, policy.schema.json,
     run.schema.json and its copy under artifacts/) hold the built-in types only.
 
     \b

@@ -68,16 +68,13 @@ def pipeline_schema(registry: Registry) -> dict[str, Any]:
     return result
 
 
-def settings_schema() -> dict[str, Any]:
-    """The schema of a runbook settings file (``rcingest.settings.SettingsFile``)."""
-    from rcingest.settings import SettingsFile
-
-    (ref,), defs = msgspec.json.schema_components([SettingsFile])
+def _struct_schema(struct: type, name: str, title: str) -> dict[str, Any]:
+    (ref,), defs = msgspec.json.schema_components([struct])
     top = defs.pop(ref["$ref"].rsplit("/", 1)[-1])
-    top["title"] = "rcingest settings file"
+    top["title"] = title
     schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": "https://rcingest.dev/schemas/settings.schema.json",
+        "$id": f"https://rcingest.dev/schemas/{name}.schema.json",
         **top,
         "$defs": dict(sorted(defs.items())),
     }
@@ -85,11 +82,26 @@ def settings_schema() -> dict[str, Any]:
     return result
 
 
+def settings_schema() -> dict[str, Any]:
+    """The schema of a runbook settings file (``rcingest.settings.SettingsFile``)."""
+    from rcingest.settings import SettingsFile
+
+    return _struct_schema(SettingsFile, "settings", "rcingest settings file")
+
+
+def policy_schema() -> dict[str, Any]:
+    """The schema of a compliance policy (``rcingest.compliance.policy.Policy``)."""
+    from rcingest.compliance.policy import Policy
+
+    return _struct_schema(Policy, "policy", "rcingest compliance policy")
+
+
 def generated_schemas(registry: Registry) -> dict[str, tuple[dict[str, Any], list[Path]]]:
     """Every generated schema by name, with the committed files that hold it."""
     out: dict[str, tuple[dict[str, Any], list[Path]]] = {
         "pipeline": (pipeline_schema(registry), [Path("schemas/pipeline.schema.json")]),
         "settings": (settings_schema(), [Path("schemas/settings.schema.json")]),
+        "policy": (policy_schema(), [Path("schemas/policy.schema.json")]),
     }
     try:
         from rcingest.artifact import (  # type: ignore[import-not-found,unused-ignore]
