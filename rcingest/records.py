@@ -17,7 +17,7 @@ from typing import Any, Literal
 import msgspec
 
 from rcingest.compliance.records import ComplianceEvaluation
-from rcingest.scanning.records import PullRequestScan
+from rcingest.scanning.records import PullRequestScan, RepositoryScan
 
 __all__ = [
     "Checkpoint",
@@ -29,6 +29,7 @@ __all__ = [
     "PullRequestScan",
     "Record",
     "Repository",
+    "RepositoryScan",
     "StoryKey",
     "StoryKeyOrigin",
     "WebhookDelivery",
@@ -87,6 +88,23 @@ class Repository(msgspec.Struct, tag="repository", kw_only=True):
     mainbranch: str | None = None
     language: str | None = None
     updated_on: datetime | None = None
+    #: The repository's web page (``links.html.href``): Chariot's asset group.
+    web_url: str | None = None
+    #: The key of the Bitbucket project it is in.
+    project: str | None = None
+    #: Size in bytes, as Bitbucket reports it.
+    size: int | None = None
+    created_on: datetime | None = None
+    #: ``workspace/slug`` of the repository this one is a fork of.
+    fork_of: str | None = None
+    #: The last push seen (a ``repo:push`` delivery, else the listing's ``updated_on``).
+    last_push: datetime | None = None
+    #: ``active``; ``deleted``: tombstoned (gone, or renamed: ``renamed_to``);
+    #: ``filtered``: listed but kept out by the source's filters (``state_reason`` says which).
+    state: Literal["active", "deleted", "filtered"] = "active"
+    state_reason: str | None = None
+    #: Set on the tombstone of a renamed repository (the same UUID under a new name).
+    renamed_to: str | None = None
 
 
 class Commit(msgspec.Struct, tag="commit", kw_only=True):
@@ -162,7 +180,13 @@ class WebhookDelivery(msgspec.Struct, tag="webhook_delivery", kw_only=True):
 #: ``ComplianceEvaluation`` (``rcingest.compliance.records``): a pull request's
 #: evaluation against a policy.
 Record = (
-    Repository | Commit | PullRequest | WebhookDelivery | PullRequestScan | ComplianceEvaluation
+    Repository
+    | Commit
+    | PullRequest
+    | WebhookDelivery
+    | PullRequestScan
+    | ComplianceEvaluation
+    | RepositoryScan
 )
 
 

@@ -16,7 +16,7 @@ import msgspec
 
 from rcingest.scanning.model import Finding
 
-__all__ = ["PullRequestScan", "ScanState"]
+__all__ = ["PullRequestScan", "RepositoryScan", "RepositoryScanState", "ScanState"]
 
 #: ``scanning``: started (write-back shows INPROGRESS); ``findings``/``clean``:
 #: scanned; the others: not scanned, and why.
@@ -48,3 +48,31 @@ class PullRequestScan(msgspec.Struct, tag="pr_scan", kw_only=True):
     scanners: list[str] = []
     diff_bytes: int = 0
     files_scanned: int = 0
+
+
+#: ``findings``/``clean``: scanned; ``too_large``/``timeout``: the clone passed
+#: its bound (killed, not half-scanned); ``not_found``: the repository or its
+#: branch is gone; ``failed``: anything else, with the reason.
+RepositoryScanState = Literal["findings", "clean", "too_large", "timeout", "not_found", "failed"]
+
+
+class RepositoryScan(msgspec.Struct, tag="repo_scan", kw_only=True):
+    """One secret scan of a repository's main branch content at one head (pattern 1).
+
+    Findings carry the same fields as a pull request's (never the secret); a
+    finding of the previous scan that this one no longer has is fixed.
+    """
+
+    #: ``workspace/slug``.
+    repository: str
+    branch: str
+    #: The full 40-character head of ``branch`` that was scanned.
+    head: str
+    state: RepositoryScanState
+    scanned_at: datetime
+    reason: str | None = None
+    findings: list[Finding] = []
+    allowed: list[str] = []
+    scanners: list[str] = []
+    files_scanned: int = 0
+    bytes_scanned: int = 0

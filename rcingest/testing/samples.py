@@ -14,11 +14,13 @@ from zoneinfo import ZoneInfo
 from rcingest.interfaces import RunContext
 from rcingest.records import (
     Commit,
+    ComplianceEvaluation,
     FileChange,
     PullRequest,
     PullRequestRef,
     Record,
     Repository,
+    RepositoryScan,
     StoryKey,
     WebhookDelivery,
 )
@@ -142,4 +144,8 @@ def record_key(record: Record) -> str:
         return f"repository {record.full_name}"
     if isinstance(record, WebhookDelivery):
         return f"webhook_delivery {record.request_uuid}"
+    if isinstance(record, RepositoryScan):
+        return f"repo_scan {record.repository}@{record.head}"
+    if isinstance(record, ComplianceEvaluation):
+        return f"compliance {record.repository}#{record.pull_request_id}@{record.head}"
     return f"pr_scan {record.repository}#{record.pull_request_id}@{record.head}"
