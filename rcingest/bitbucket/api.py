@@ -110,6 +110,18 @@ class WorkspaceRef(msgspec.Struct):
     slug: str | None = None
 
 
+class Href(msgspec.Struct):
+    href: str | None = None
+
+
+class RepositoryLinks(msgspec.Struct):
+    html: Href | None = None
+
+
+class ProjectRef(msgspec.Struct):
+    key: str | None = None
+
+
 class Repository(msgspec.Struct):
     """A repository value of ``/repositories/{workspace}[/{slug}]``."""
 
@@ -122,6 +134,12 @@ class Repository(msgspec.Struct):
     language: str | None = None
     updated_on: datetime | None = None
     workspace: WorkspaceRef | None = None
+    created_on: datetime | None = None
+    size: int | None = None
+    links: RepositoryLinks | None = None
+    project: ProjectRef | None = None
+    #: The repository this one is a fork of.
+    parent: RepositoryName | None = None
 
 
 class BranchTarget(msgspec.Struct):

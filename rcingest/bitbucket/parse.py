@@ -136,6 +136,11 @@ def repository_from_api(value: dict[str, Any] | api.Repository) -> Repository:
         mainbranch=r.mainbranch.name if r.mainbranch and r.mainbranch.name else None,
         language=r.language or None,
         updated_on=_aware(r.updated_on) if r.updated_on else None,
+        web_url=r.links.html.href if r.links and r.links.html and r.links.html.href else None,
+        project=r.project.key if r.project and r.project.key else None,
+        size=r.size,
+        created_on=_aware(r.created_on) if r.created_on else None,
+        fork_of=r.parent.full_name if r.parent and r.parent.full_name else None,
     )
 
 

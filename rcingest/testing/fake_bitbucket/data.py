@@ -121,6 +121,9 @@ class FakeRepo:
     updated_on: datetime
     owner_role: bool
     mainbranch: str = "main"
+    created_on: datetime | None = None
+    #: ``workspace/slug`` of the repository this is a fork of.
+    fork_of: str | None = None
     commits: dict[str, FakeCommit] = field(default_factory=dict)
     heads: dict[str, str] = field(default_factory=dict)
     pull_requests: list[FakePullRequest] = field(default_factory=list)

@@ -28,6 +28,10 @@ def render_repo(repo: FakeRepo) -> dict[str, Any]:
         "mainbranch": {"type": "branch", "name": repo.mainbranch},
         "workspace": {"type": "workspace", "slug": repo.workspace},
         "project": {"type": "project", "key": repo.slug.split("-")[0].upper()},
+        "links": {"html": {"href": f"https://bitbucket.org/{repo.full_name}"}},
+        "size": 1024 * (len(repo.commits) + 1),
+        "created_on": _iso(repo.created_on or repo.updated_on),
+        **({"parent": {"type": "repository", "full_name": repo.fork_of}} if repo.fork_of else {}),
     }
 
 
