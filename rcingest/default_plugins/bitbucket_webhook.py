@@ -24,6 +24,7 @@ from rcingest.bitbucket.config import ClientConfig
 from rcingest.errors import ConfigError
 from rcingest.hookspecs import RegisterSource, hookimpl
 from rcingest.interfaces import RunContext, Source
+from rcingest.inventory.filters import RepositoryFilters
 from rcingest.records import Checkpoint, Record, record_type
 from rcingest.runtime import redact
 from rcingest.webhooks.intake import STREAM, STREAMS, Intake
@@ -73,6 +74,11 @@ class WebhookConfig(ClientConfig):
     #: ``rcingest run`` with ``scanners:``: scan the open pull requests of these
     #: repositories (``workspace/slug``) once, instead of serving.
     scan_repositories: list[str] = []
+    #: Repository events (created, updated, transfer, fork, deleted, push) keep the
+    #: inventory current: ``Repository`` records and ``repo_sync`` jobs.
+    inventory: bool = False
+    #: The inventory's filters, applied to what ``repo_sync`` jobs read.
+    inventory_filters: RepositoryFilters = msgspec.field(default_factory=RepositoryFilters)
 
     def __post_init__(self) -> None:
         if self.secret == "":
@@ -120,6 +126,7 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
                 max_body_bytes=config.max_body_bytes,
                 ack_timeout=config.ack_timeout,
                 scan_pull_requests=bool(context.scanners),
+                inventory=config.inventory,
                 compliance_keys=(
                     frozenset({self._compliance_key}) if context.policy is not None else None
                 ),
@@ -181,6 +188,7 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
                 policy=self.context.policy,
                 compliance_key=self._compliance_key,
                 story=self.context.story_keys,
+                inventory_filters=cfg.inventory_filters,
             )
         elif cfg.backfill:
             log.warning(

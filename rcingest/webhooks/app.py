@@ -29,6 +29,7 @@ from rcingest.records import Record
 from rcingest.webhooks.backfill import BackfillStore, BackfillWorker, fetch_job
 from rcingest.webhooks.compliance import ComplianceChecks
 from rcingest.webhooks.intake import PROBE_STREAM, Closed, Intake, RecentDeliveries
+from rcingest.webhooks.inventory import fetch_repository
 from rcingest.webhooks.metrics import CONTENT_TYPE_LATEST, WebhookMetrics
 from rcingest.webhooks.prscan import PullRequestScans
 from rcingest.webhooks.receive import Verdict, receive, too_large
@@ -55,6 +56,8 @@ class ReceiverSettings:
     scan_pull_requests: bool = False
     #: The compliance status keys when a policy is set (None: no compliance jobs).
     compliance_keys: frozenset[str] | None = None
+    #: Repository events update the inventory (``repo_sync`` jobs).
+    inventory: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,8 @@ class BackfillSettings:
     policy: Any = None
     compliance_key: str = "rcingest-compliance"
     story: tuple[str, list[str] | None] = ("strict", None)
+    #: ``repo_sync`` jobs: the inventory filters applied to what they read.
+    inventory_filters: Any = None
 
 
 @dataclass
@@ -202,6 +207,7 @@ async def handle_delivery(request: web.Request) -> web.Response:
             received_at=datetime.now(UTC),
             scan_pull_requests=s.scan_pull_requests,
             compliance_keys=s.compliance_keys,
+            inventory=s.inventory,
         )
         decoded = verdict.decoded
         if decoded is None:
@@ -305,6 +311,8 @@ async def _backfill_context(app: web.Application) -> AsyncIterator[None]:
                     return await scans.fetch(job)
                 if job.kind == "compliance":
                     return await checks.fetch(job) if checks is not None else []
+                if job.kind == "repo_sync":
+                    return await fetch_repository(client, job, settings.inventory_filters)
                 return await fetch_job(client, job, settings.max_commits)
 
             def observe(kind: str, outcome: str) -> None:

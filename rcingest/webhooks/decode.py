@@ -215,7 +215,7 @@ class BackfillJob(msgspec.Struct, frozen=True, kw_only=True):
     from the configured API host.
     """
 
-    kind: Literal["push_range", "pr_commits", "pr_scan", "compliance"]
+    kind: Literal["push_range", "pr_commits", "pr_scan", "compliance", "repo_sync"]
     repository: str
     key: str
     include: list[str] = []
@@ -383,6 +383,7 @@ def decode(
     received_at: datetime,
     scan_pull_requests: bool = False,
     compliance_keys: frozenset[str] | None = None,
+    inventory: bool = False,
 ) -> Decoded:
     """Decode one delivery (already authenticated) into records and backfill jobs.
 
@@ -390,6 +391,8 @@ def decode(
     open pull request also yields a ``pr_scan`` job for its source head. With
     ``compliance_keys`` (the compliance status keys; None: no policy), the
     events of ``rcingest.webhooks.review_events`` yield ``compliance`` jobs.
+    With ``inventory``, repository events (``rcingest.webhooks.repo_events``)
+    yield ``Repository`` records and ``repo_sync`` jobs.
 
     An event rcingest does not store yields a ``Decoded`` with no records and
     ``delivery.outcome`` ``"ignored"`` (a documented event) or
@@ -408,7 +411,17 @@ def decode(
         attempt=head.attempt,
     )
     if head.event == PUSH:
-        return _decode_push(body, head, delivery)
+        pushed = _decode_push(body, head, delivery)
+        if inventory:
+            from rcingest.webhooks.repo_events import push_activity
+
+            push_activity(pushed, received_at)
+        return pushed
+    if inventory:
+        from rcingest.webhooks import repo_events
+
+        if head.event in repo_events.REPO_EVENTS:
+            return repo_events.decode_repo(body, head, delivery)
     if head.event in PR_EVENTS:
         decoded = _decode_pr(body, head, delivery, scan_pull_requests)
         if compliance_keys is not None:

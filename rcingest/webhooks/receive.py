@@ -61,6 +61,7 @@ def receive(
     received_at: datetime | None = None,
     scan_pull_requests: bool = False,
     compliance_keys: frozenset[str] | None = None,
+    inventory: bool = False,
 ) -> Verdict:
     """Check and decode one delivery; see :class:`Verdict` for what to do next.
 
@@ -86,6 +87,7 @@ def receive(
             received_at=received_at or datetime.now(UTC),
             scan_pull_requests=scan_pull_requests,
             compliance_keys=compliance_keys,
+            inventory=inventory,
         )
     except DecodeError as exc:
         return Verdict(status=exc.status, reason=exc.reason, outcome="bad_request", event=event)
