@@ -36,10 +36,8 @@ class RepositoryFilters(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     exclude_names: Annotated[
         list[str], msgspec.Meta(description="Globs of slugs or workspace/slug to leave out.")
     ] = []
-    active_within_days: Annotated[
-        int | None,
-        msgspec.Meta(ge=1, description="Keep only repositories updated in the last N days."),
-    ] = None
+    #: Keep only repositories updated (pushed to) in the last N days.
+    active_within_days: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
     def any(self) -> bool:
         """True when any filter is set."""

@@ -103,6 +103,13 @@ class FakePullRequest:
     author: int
     commits: list[str]
     description: str = ""
+    # Review state (``review.py``); only the single-PR GET and webhooks show it.
+    #: account id -> participant value, in the order they joined.
+    participants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reviewers: list[dict[str, Any]] = field(default_factory=list)
+    closed_by: dict[str, Any] | None = None
+    #: ``workspace/slug`` of the fork the source branch lives in (None: this repository).
+    source_repository: str | None = None
 
     @property
     def merge_commit(self) -> str | None:
@@ -127,6 +134,8 @@ class FakeRepo:
     commits: dict[str, FakeCommit] = field(default_factory=dict)
     heads: dict[str, str] = field(default_factory=dict)
     pull_requests: list[FakePullRequest] = field(default_factory=list)
+    #: ``{"user", "reviewer_type", "type": "default_reviewer"}`` values, project level first.
+    default_reviewers: list[dict[str, Any]] = field(default_factory=list)
     _order: list[FakeCommit] = field(default_factory=list)
     _cache: dict[tuple[tuple[str, ...], tuple[str, ...]], list[FakeCommit]] = field(
         default_factory=dict

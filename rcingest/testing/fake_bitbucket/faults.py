@@ -58,6 +58,10 @@ class Faults:
     next_origin: str | None = None
     #: Requests whose path contains a key are answered with its status, every time.
     fail_paths: dict[str, int] = field(default_factory=dict)
+    #: Requests to a route are answered with its status, every time. Keys: a route
+    #: name (``effective_default_reviewers``), ``route ws/slug`` (as in
+    #: ``Counters.repo_routes``) or ``route ws/slug#id`` for one pull request.
+    fail_routes: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -128,6 +132,16 @@ async def faults_middleware(request: web.Request, handler: Handler) -> web.Strea
     return response
 
 
+def _route_fault(request: web.Request, route: str, fail: dict[str, int]) -> int | None:
+    info = request.match_info
+    keys = [route]
+    if "slug" in info:
+        keys.append(f"{route} {info['ws']}/{info['slug']}")
+        if "id" in info:
+            keys.append(f"{keys[-1]}#{info['id']}")
+    return next((fail[k] for k in reversed(keys) if k in fail), None)
+
+
 async def _answer(request: web.Request, handler: Handler, n: int, route: str) -> web.StreamResponse:
     counters, faults = request.app[COUNTERS], request.app[FAULTS]
     authorization = request.headers.get("Authorization")
@@ -153,6 +167,9 @@ async def _answer(request: web.Request, handler: Handler, n: int, route: str) ->
     for fragment, status in faults.fail_paths.items():
         if fragment in request.path:
             return error_response(status, f"Injected failure for {fragment}")
+    status = _route_fault(request, route, faults.fail_routes) if faults.fail_routes else None
+    if status is not None:
+        return error_response(status, f"Injected failure for {route}")
     if faults.error_every and n % faults.error_every == 0:
         return error_response(faults.error_status, "Something went wrong")
     if route == "diffstat":

@@ -88,6 +88,16 @@ class WriteState:
     def live_comments(self, repo: str, pr_id: int) -> list[dict[str, Any]]:
         return [c for c in self.comments.get((repo, pr_id), []) if not c["deleted"]]
 
+    def statuses_on(self, repo: str, commit: str) -> list[dict[str, Any]]:
+        """A commit's statuses, whether posted under its full hash or a prefix (newest per key)."""
+        found: dict[str, dict[str, Any]] = {}
+        for (name, posted), by_key in self.statuses.items():
+            if name == repo and (posted.startswith(commit) or commit.startswith(posted)):
+                for key, status in by_key.items():
+                    if key not in found or status["updated_on"] >= found[key]["updated_on"]:
+                        found[key] = status
+        return list(found.values())
+
     def received_text(self) -> str:
         """Every request body received, decoded, for searching secrets in them."""
         return "\n".join(body.decode("utf-8", "replace") for _m, _p, body in self.received)
@@ -266,16 +276,17 @@ async def post_status(request: web.Request) -> web.Response:
         return error_response(400, "key and a valid state are required")
     state = request.app[WRITES]
     key = (_repo_name(request), request.match_info["commit"])
-    status = {**body, "type": "build", "updated_on": _now()}
-    state.statuses.setdefault(key, {})[str(body["key"])] = status  # same key overwrites
+    held = state.statuses.setdefault(key, {})
+    now, old = _now(), held.get(str(body["key"]), {})
+    status = {"created_on": old.get("created_on", now), **body, "type": "build", "updated_on": now}
+    status.setdefault("commit", {"type": "commit", "hash": key[1]})
+    held[str(body["key"])] = status  # same key overwrites
     return web.json_response(status, status=201)
 
 
 async def list_statuses(request: web.Request) -> web.Response:
     state = request.app[WRITES]
-    values = list(
-        state.statuses.get((_repo_name(request), request.match_info["commit"]), {}).values()
-    )
+    values = state.statuses_on(_repo_name(request), request.match_info["commit"])
     return web.json_response({"pagelen": 100, "values": values, "page": 1, "size": len(values)})
 
 
