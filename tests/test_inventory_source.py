@@ -1,0 +1,114 @@
+"""The repository inventory: filters, full and incremental sync, tombstones, renames (issue 14)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from rcingest.default_plugins.bitbucket_repositories import RepositoriesConfig, RepositoriesSource
+from rcingest.inventory.filters import RepositoryFilters, filtered_reason
+from rcingest.inventory.sync import InventoryState, needs_scan, sync
+from rcingest.records import Checkpoint, Repository
+from rcingest.testing import FakeBitbucket, GenSpec, make_test_context
+
+NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+
+
+def repo(name: str, uuid: str | None = None, **kw: Any) -> Repository:
+    return Repository(full_name=f"acme/{name}", uuid=uuid or "{" + name + "}", **kw)
+
+
+def test_a_full_sync_tombstones_what_is_gone_and_follows_renames() -> None:
+    first, state = sync(InventoryState(), [repo("a"), repo("b"), repo("c")], full=True, now=NOW)
+    assert [r.full_name for r in first] == ["acme/a", "acme/b", "acme/c"]
+    # b is gone, c was renamed to c2 (same UUID).
+    second, state = sync(state, [repo("a"), repo("c2", uuid="{c}")], full=True, now=NOW)
+    shown = [(r.full_name, r.state, r.renamed_to) for r in second]
+    assert shown == [
+        ("acme/a", "active", None),
+        ("acme/c", "deleted", "acme/c2"),
+        ("acme/c2", "active", None),
+        ("acme/b", "deleted", None),
+    ]
+    # A tombstone is emitted once.
+    third, state = sync(state, [repo("a"), repo("c2", uuid="{c}")], full=True, now=NOW)
+    assert [r.state for r in third] == ["active", "active"]
+    # An incremental sync sees only changes and tombstones nothing.
+    fourth, _ = sync(state, [], full=False, now=NOW)
+    assert fourth == []
+
+
+def test_needs_scan_only_when_the_repository_changed() -> None:
+    updated = NOW - timedelta(hours=1)
+    a = repo("a", mainbranch="main", updated_on=updated)
+    _, state = sync(InventoryState(), [a], full=True, now=NOW)
+    assert needs_scan(state, a)  # never scanned
+    state.known["{a}"].head = "f" * 40
+    assert not needs_scan(state, a)
+    assert needs_scan(state, repo("a", mainbranch="main", updated_on=NOW))
+    assert not needs_scan(state, repo("a", state="filtered", mainbranch="main"))
+
+
+def test_filters_record_why() -> None:
+    f = RepositoryFilters(
+        visibility="private", languages=["Python"], names=["service-*"], active_within_days=30
+    )
+    recent = NOW - timedelta(days=1)
+    ok = repo("service-1", is_private=True, language="python", updated_on=recent)
+    assert filtered_reason(ok, f, NOW) is None
+    assert filtered_reason(repo("service-1", is_private=False), f, NOW) == "visibility: public"
+    assert (
+        filtered_reason(repo("service-1", is_private=True, language="go"), f, NOW) == "language: go"
+    )
+    assert (
+        filtered_reason(repo("web", is_private=True, language="python"), f, NOW)
+        == "names: no pattern matches"
+    )
+    old = repo("service-1", is_private=True, language="python", updated_on=NOW - timedelta(60))
+    assert "active_within_days" in (filtered_reason(old, f, NOW) or "")
+
+
+async def collect(fake: FakeBitbucket, tmp_path: Path, cursors: dict[str, Any], **kw: Any) -> Any:
+    config = RepositoriesConfig(
+        workspace="acme", base_url=fake.base_url, backoff_base=0.001, max_tries=2, **kw
+    )
+    source = RepositoriesSource(config, make_test_context(tmp_path))
+    async with source:
+        items = [item async for item in source.records(cursors)]
+    [checkpoint] = [i for i in items if isinstance(i, Checkpoint)]
+    cursors[checkpoint.stream] = checkpoint.state
+    return [i for i in items if isinstance(i, Repository)]
+
+
+async def test_the_source_against_the_fake(tmp_path: Path) -> None:
+    async with FakeBitbucket(GenSpec(repositories=4)) as fake:
+        cursors: dict[str, Any] = {}
+        first = await collect(
+            fake, tmp_path, cursors, filters=RepositoryFilters(exclude_names=["service-03"])
+        )
+        states = {r.full_name: r.state for r in first}
+        assert states == {
+            "acme/service-00": "active",
+            "acme/service-01": "active",
+            "acme/service-02": "active",
+            "acme/service-03": "filtered",
+        }
+        a = next(r for r in first if r.full_name == "acme/service-00")
+        assert a.web_url == "https://bitbucket.org/acme/service-00" and a.project == "SERVICE"
+        assert a.size and a.created_on and a.last_push == a.updated_on
+        # Remove one repository, rename another: the next full sync says so.
+        repos = fake.data.repos
+        del repos["acme/service-01"]
+        moved = repos.pop("acme/service-02")
+        moved.slug = "service-02-renamed"
+        repos[moved.full_name] = moved
+        second = await collect(fake, tmp_path, cursors)
+        tomb = {r.full_name: (r.state, r.renamed_to) for r in second if r.state == "deleted"}
+        assert tomb == {
+            "acme/service-01": ("deleted", None),
+            "acme/service-02": ("deleted", "acme/service-02-renamed"),
+        }
+        # Incremental: only repositories updated since the last sync are listed.
+        third = await collect(fake, tmp_path, cursors, sync="incremental")
+        assert third == []
