@@ -124,7 +124,7 @@ async def _evaluate(
     story = _story_defaults(loaded)
     logger = logging.getLogger("rcingest.check")
     async with BitbucketClient(client_config, Stats(), logger, secrets=context.secrets) as client:
-        gatherer = Gatherer(client, loaded.policy, frozenset({key}), story)
+        gatherer = Gatherer(client, loaded.policy, frozenset({key}), story, resolve_head=False)
         if repository is not None and pr_id is not None:
             return [await gatherer.evaluation(repository, pr_id, trigger="check")]
         targets = [(r, n) for r in repositories for n in await gatherer.open_pull_requests(r)]

@@ -69,6 +69,9 @@ class Gatherer:
     _reviewers: dict[str, tuple[float, list[Person] | None, str | None]] = field(
         default_factory=dict
     )
+    #: Read the head's full hash when nothing else gave it (write-back needs it;
+    #: ``rcingest check``, which writes nothing, does not).
+    resolve_head: bool = True
     #: Requests made, for the benchmark and the logs.
     requests: int = 0
 
@@ -141,7 +144,7 @@ class Gatherer:
                         head = full
             except RcingestError as exc:
                 unreadable["commits"] = _reason(exc)
-        if head and not _FULL.fullmatch(head):
+        if self.resolve_head and head and not _FULL.fullmatch(head):
             try:
                 value = await self._get(f"/repositories/{repository}/commit/{head}")
                 full = value.get("hash") if isinstance(value, dict) else None
