@@ -6,7 +6,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from rcingest.default_plugins.bitbucket_repositories import RepositoriesConfig, RepositoriesSource
+from rcingest.default_plugins.bitbucket_repositories import (
+    CloneSettings,
+    RepositoriesConfig,
+    RepositoriesSource,
+)
 from rcingest.inventory.filters import RepositoryFilters, filtered_reason
 from rcingest.inventory.sync import InventoryState, needs_scan, sync
 from rcingest.records import Checkpoint, Repository
@@ -112,3 +116,58 @@ async def test_the_source_against_the_fake(tmp_path: Path) -> None:
         # Incremental: only repositories updated since the last sync are listed.
         third = await collect(fake, tmp_path, cursors, sync="incremental")
         assert third == []
+
+
+async def test_changed_main_branches_are_cloned_and_scanned_once(tmp_path: Path) -> None:
+    from rcingest.bitbucket.auth import AuthConfig
+    from rcingest.default_plugins.scanners import SecretsConfig, SecretsScanner
+    from rcingest.records import RepositoryScan
+    from rcingest.reposcan.auth import git_auth_header
+    from rcingest.testing.git_http import GitHttpServer
+
+    token = "inv-token-Qw82LmZx0c"
+    aws = "AKIAZ7VRSQ5TJPHKXW4Q"
+    auth = AuthConfig(access_token=token)
+    async with (
+        FakeBitbucket(GenSpec(repositories=2)) as fake,
+        GitHttpServer(tmp_path / "git", auth=git_auth_header(auth)) as git,
+    ):
+        git.make_repo("acme/service-00", {"app.py": "print('hi')\n", "aws.ini": f"key={aws}\n"})
+        git.make_repo("acme/service-01", {"README.md": "clean\n"})
+        ctx = make_test_context(tmp_path, secrets=frozenset({token}))
+        ctx.fingerprint_key = b"k" * 32
+        scanner = SecretsScanner(SecretsConfig(), ctx)
+        scanner.name = "secrets"
+        ctx.scanners = [scanner]
+        config = RepositoriesConfig(
+            workspace="acme",
+            base_url=fake.base_url,
+            auth=auth,
+            scan=True,
+            clone=CloneSettings(url=f"http://{git.authority}/{{full_name}}.git", timeout=20),
+        )
+        cursors: dict[str, Any] = {}
+
+        async def once() -> list[Any]:
+            source = RepositoriesSource(config, ctx)
+            async with source:
+                items = [i async for i in source.records(cursors)]
+            [cp] = [i for i in items if isinstance(i, Checkpoint)]
+            cursors[cp.stream] = cp.state
+            return [i for i in items if isinstance(i, RepositoryScan)]
+
+        scans = {s.repository: s for s in await once()}
+        assert scans["acme/service-00"].state == "findings"
+        [found] = scans["acme/service-00"].findings
+        assert (found.path, found.line_start, found.rule_id) == ("aws.ini", 1, "np.aws.1")
+        assert scans["acme/service-01"].state == "clean"
+        # Nothing changed: no clone, no ls-remote, no scan.
+        before = len(git.requests)
+        assert await once() == []
+        assert len(git.requests) == before
+        # The secret is removed and the repository pushed to: scanned again, clean.
+        git.commit("acme/service-00", remove=["aws.ini"])
+        fake.data.repos["acme/service-00"].updated_on += timedelta(minutes=5)
+        [again] = await once()
+        assert (again.repository, again.state, again.findings) == ("acme/service-00", "clean", [])
+        assert aws not in repr(cursors) and token not in repr(cursors)
