@@ -11,6 +11,7 @@ from __future__ import annotations
 import click
 
 from rcingest import __version__
+from rcingest.cli_assets import assets
 from rcingest.cli_check import check
 from rcingest.cli_common import fail
 from rcingest.cli_common import iso_option as _iso  # kept for tests and callers of 0.1
@@ -35,7 +36,7 @@ def cli() -> None:
     """rcingest: ingest Bitbucket commits, files, authors and Jira keys through plugin pipelines."""
 
 
-for _command in (run, serve, validate, init, plugins, schema, scan_diff, check):
+for _command in (run, serve, validate, init, plugins, schema, scan_diff, check, assets):
     cli.add_command(_command)
 add_ingest_commands(cli, run)
 

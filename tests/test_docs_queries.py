@@ -28,6 +28,8 @@ EXPECTED_EMPTY = {
     "open-findings": "findings come from pull-request scans; the demo only scans",
     "merges-not-compliant": "evaluations come from the compliance enforcer",
     "compliance-history": "evaluations come from the compliance enforcer",
+    "repositories-with-open-findings": "repository scans come from the inventory pipeline",
+    "tombstoned-repositories": "tombstones come from repository syncs",
 }
 
 

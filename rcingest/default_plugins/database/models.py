@@ -18,13 +18,17 @@ from typing import TypeVar, cast
 
 import peewee
 from peewee import (
+    SQL,
     AutoField,
+    BigIntegerField,
     BooleanField,
     CompositeKey,
     DateTimeField,
     IntegerField,
     TextField,
 )
+
+from rcingest.default_plugins.database.repo_tables import RepoFindingRow, RepoScan
 
 __all__ = ["Models", "make_models"]
 
@@ -59,9 +63,23 @@ class Repository(_Table):
     updated_on = DateTimeField(null=True)
     first_seen_at = DateTimeField()
     last_seen_at = DateTimeField()
+    # Version 6 (the inventory, issue 14): after the older columns, where an
+    # upgrade's ALTER TABLE puts them, so both layouts have one column order.
+    web_url = TextField(null=True)
+    project = TextField(null=True)
+    size = BigIntegerField(null=True)
+    created_on = DateTimeField(null=True)
+    fork_of = TextField(null=True)
+    last_push = DateTimeField(null=True)
+    # A database default too: rows implied by a commit or a delivery do not name it.
+    state = TextField(default="active", constraints=[SQL("DEFAULT 'active'")])
+    state_reason = TextField(null=True)
+    renamed_to = TextField(null=True)
+    last_synced_at = DateTimeField(null=True)
 
     class Meta:
         table_name = "repositories"
+        indexes = ((("uuid",), False),)
 
 
 class Commit(_Table):
@@ -335,6 +353,8 @@ class Models:
     pr_scans: type[PrScan]
     findings: type[FindingRow]
     compliance_evaluations: type[ComplianceEvaluationRow]
+    repo_scans: type[RepoScan]
+    repo_findings: type[RepoFindingRow]
 
     def all(self) -> list[type[peewee.Model]]:
         """Every model, in creation order."""
@@ -371,4 +391,6 @@ def make_models(db: peewee.Database) -> Models:
         pr_scans=_bind(PrScan, db),
         findings=_bind(FindingRow, db),
         compliance_evaluations=_bind(ComplianceEvaluationRow, db),
+        repo_scans=_bind(RepoScan, db),
+        repo_findings=_bind(RepoFindingRow, db),
     )

@@ -23,6 +23,7 @@ from rcingest.records import (
     PullRequestScan,
     Record,
     Repository,
+    RepositoryScan,
     WebhookDelivery,
     record_type,
 )
@@ -31,8 +32,14 @@ Row = tuple[Any, ...]
 
 REPOSITORY_FIELDS = (
     "full_name", "workspace", "uuid", "name", "is_private", "mainbranch", "language",
-    "updated_on", "first_seen_at", "last_seen_at",
+    "updated_on", "first_seen_at", "last_seen_at", "web_url", "project", "size", "created_on",
+    "fork_of", "last_push", "state", "state_reason", "renamed_to", "last_synced_at",
 )  # fmt: skip
+#: What a record says of its repository's state: always taken as it comes, nulls
+#: included (a repository back to ``active`` is no longer ``renamed_to`` anything).
+REPOSITORY_STATE_FIELDS = ("state", "state_reason", "renamed_to")
+_STATE_AT = frozenset(REPOSITORY_FIELDS.index(n) for n in REPOSITORY_STATE_FIELDS)
+_LAST_PUSH_AT = REPOSITORY_FIELDS.index("last_push")
 IMPLIED_REPOSITORY_FIELDS = ("full_name", "workspace", "first_seen_at", "last_seen_at")
 COMMIT_FIELDS = (
     "hash", "repository", "author_raw", "author_name", "author_account_id", "committed_at",
@@ -63,6 +70,15 @@ FINDING_FIELDS = (
     "repository", "pull_request_id", "fingerprint", "path", "line_start", "line_end",
     "rule_id", "rule_name", "severity", "excerpt", "scanner", "state", "first_head",
     "last_head", "first_seen_at", "last_seen_at", "fixed_at", "fixed_head",
+)  # fmt: skip
+REPO_SCAN_FIELDS = (
+    "repository", "branch", "head", "state", "reason", "scanned_at", "findings", "allowed",
+    "scanners", "files_scanned", "bytes_scanned", "first_seen_at", "last_seen_at",
+)  # fmt: skip
+REPO_FINDING_FIELDS = (
+    "repository", "branch", "fingerprint", "path", "line_start", "line_end", "rule_id",
+    "rule_name", "severity", "excerpt", "scanner", "state", "first_head", "last_head",
+    "first_seen_at", "last_seen_at", "fixed_at", "fixed_head",
 )  # fmt: skip
 
 
@@ -112,6 +128,14 @@ class Rows:
     #: Per pull request, the batch's last scan that saw the whole diff: it
     #: closes what it no longer finds (an earlier scan in the batch is superseded).
     scan_outcomes: dict[tuple[str, int], ScanOutcome] = field(default_factory=dict)
+    #: Repositories' scans in batch order (a head seen twice: moved to the end),
+    #: keyed (repository, branch, head); ``inventory.py`` decides what they change.
+    repo_scans: dict[tuple[str, str, str], Row] = field(default_factory=dict)
+    #: Their findings, keyed (repository, branch, head, fingerprint, path,
+    #: line_start): by scan, so two scans of one batch keep their own.
+    repo_findings: dict[tuple[str, str, str, str, str, int], Row] = field(default_factory=dict)
+    #: Their allowed fingerprints, keyed and valued (repository, branch, head, fingerprint).
+    repo_allowed: dict[tuple[str, str, str, str], Row] = field(default_factory=dict)
     #: Compliance evaluations in batch order (``compliance.py`` decides which
     #: become rows), already cleaned: their JSON is cleaned before encoding.
     compliance_evaluations: list[Row] = field(default_factory=list)
@@ -123,7 +147,7 @@ class Rows:
         return sum(
             len(getattr(self, name))
             for name in self.__dataclass_fields__
-            if name not in ("records", "implied_repositories", "scan_outcomes")
+            if name not in ("records", "implied_repositories", "scan_outcomes", "repo_allowed")
         ) + len(self.implied_repositories)
 
 
@@ -201,6 +225,50 @@ def _pr_scan(rows: Rows, scan: PullRequestScan, now: datetime) -> None:
     _imply_repository(rows, scan.repository, now)
 
 
+def _repository(rows: Rows, r: Repository, now: datetime) -> None:
+    row: Row = (
+        r.full_name, r.workspace or _workspace(r.full_name), r.uuid, r.name, r.is_private,
+        r.mainbranch, r.language, utc(r.updated_on), now, now, r.web_url, r.project, r.size,
+        utc(r.created_on), r.fork_of, utc(r.last_push), r.state, r.state_reason, r.renamed_to,
+        now,
+    )  # fmt: skip
+    previous = rows.repositories.get(r.full_name)
+    if previous is not None:
+        # Twice in one batch (a listing, then a webhook's partial copy): merged as
+        # across batches: a null keeps the earlier value, the state is the later one's.
+        row = tuple(
+            new if i in _STATE_AT or new is not None else old
+            for i, (old, new) in enumerate(zip(previous, row, strict=True))
+        )
+        pushes = [p for p in (previous[_LAST_PUSH_AT], row[_LAST_PUSH_AT]) if p is not None]
+        if pushes:
+            row = (*row[:_LAST_PUSH_AT], max(pushes), *row[_LAST_PUSH_AT + 1 :])
+    rows.repositories[r.full_name] = row
+
+
+def _repo_scan(rows: Rows, scan: RepositoryScan, now: datetime) -> None:
+    key = (scan.repository, scan.branch, scan.head)
+    if key in rows.repo_scans:
+        # The same head twice in one batch: the later record wins, in the later place.
+        del rows.repo_scans[key]
+        for table in (rows.repo_findings, rows.repo_allowed):
+            for old in [k for k in table if k[:3] == key]:
+                del table[old]  # type: ignore[arg-type]
+    rows.repo_scans[key] = (
+        *key, scan.state, scan.reason, utc(scan.scanned_at), len(scan.findings),
+        len(scan.allowed), " ".join(scan.scanners), scan.files_scanned, scan.bytes_scanned,
+        now, now,
+    )  # fmt: skip
+    for f in scan.findings:
+        fkey = (*key, f.fingerprint, f.path, f.line_start)
+        rows.repo_findings[fkey] = (
+            *fkey, f.line_end, f.rule_id, f.rule_name, f.severity, f.excerpt, f.scanner,
+        )  # fmt: skip
+    for fp in scan.allowed:
+        rows.repo_allowed[(*key, fp)] = (*key, fp)
+    _imply_repository(rows, scan.repository, now)
+
+
 def _imply_repository(rows: Rows, full_name: str, now: datetime) -> None:
     if full_name not in rows.implied_repositories:
         rows.implied_repositories[full_name] = (full_name, _workspace(full_name), now, now)
@@ -228,11 +296,9 @@ def build_rows(
         elif isinstance(record, PullRequest):
             _pull_request(rows, record, now)
         elif isinstance(record, Repository):
-            r = record
-            rows.repositories[r.full_name] = (
-                r.full_name, r.workspace or _workspace(r.full_name), r.uuid, r.name,
-                r.is_private, r.mainbranch, r.language, utc(r.updated_on), now, now,
-            )  # fmt: skip
+            _repository(rows, record, now)
+        elif isinstance(record, RepositoryScan):
+            _repo_scan(rows, record, now)
         elif isinstance(record, PullRequestScan):
             _pr_scan(rows, record, now)
         elif isinstance(record, ComplianceEvaluation):
@@ -262,7 +328,8 @@ def build_rows(
 _SCRUBBED = (
     "repositories", "implied_repositories", "commits", "commit_repositories", "commit_branches",
     "commit_files", "story_keys", "pull_requests", "pull_request_commits",
-    "pull_request_story_keys", "deliveries", "pr_scans", "findings",
+    "pull_request_story_keys", "deliveries", "pr_scans", "findings", "repo_scans",
+    "repo_findings", "repo_allowed",
 )  # fmt: skip
 
 

@@ -18,7 +18,10 @@ a pull request's source repository (``pull_requests.source_repository``) and
 where each run's process lives (``runs.host``, ``runs.pid``, ``runs.noticed_at``);
 version 4 adds pull requests' secret scans (``pr_scans``) and their
 findings (``findings``); version 5 adds the audit history of compliance
-evaluations (``compliance_evaluations``). Add a step here, never edit one that has shipped.
+evaluations (``compliance_evaluations``); version 6 the repository inventory
+(``repositories`` gains the ``Repository`` record's new fields, ``state`` and
+``last_synced_at``) and repositories' secret scans (``repo_scans``,
+``repo_findings``). Add a step here, never edit one that has shipped.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from rcingest.errors import RunFailed
 
 __all__ = ["CURRENT_VERSION", "MIGRATIONS", "SchemaError", "ensure_schema", "read_version"]
 
-CURRENT_VERSION = 5
+CURRENT_VERSION = 6
 # Any fixed 64-bit number: the key of the PostgreSQL advisory lock that
 # serialises schema creation and upgrades between processes.
 _PG_LOCK_KEY = 0x7263696E67657374  # "rcingest"
@@ -181,6 +184,33 @@ def _upgrade_4_to_5(db: peewee.Database, models: Models) -> None:
     db.create_tables([models.compliance_evaluations], safe=True)
 
 
+def _upgrade_5_to_6(db: peewee.Database, models: Models) -> None:
+    """Version 5 → 6: the inventory's columns on ``repositories``, and the repository scans.
+
+    Existing rows become ``active`` with the new facts unknown (null) and
+    ``last_synced_at`` null: version 5 did not record when a ``Repository``
+    record last arrived, and the next sync fills it.
+    """
+    columns = {c.name for c in db.get_columns("repositories")}
+    added = {
+        "web_url": "TEXT",
+        "project": "TEXT",
+        "size": "BIGINT",
+        "created_on": "TIMESTAMP",
+        "fork_of": "TEXT",
+        "last_push": "TIMESTAMP",
+        "state": "TEXT NOT NULL DEFAULT 'active'",
+        "state_reason": "TEXT",
+        "renamed_to": "TEXT",
+        "last_synced_at": "TIMESTAMP",
+    }
+    for name, sql_type in added.items():
+        if name not in columns:
+            _sql(db, f"ALTER TABLE repositories ADD COLUMN {name} {sql_type}")
+    # Creates the two new tables and the new index on repositories (uuid).
+    db.create_tables([models.repositories, models.repo_scans, models.repo_findings], safe=True)
+
+
 #: Upgrade steps: ``MIGRATIONS[n]`` takes a database from version ``n - 1`` to ``n``.
 MIGRATIONS: dict[int, Callable[[peewee.Database, Models], None]] = {
     1: _upgrade_0_to_1,
@@ -188,6 +218,7 @@ MIGRATIONS: dict[int, Callable[[peewee.Database, Models], None]] = {
     3: _upgrade_2_to_3,
     4: _upgrade_3_to_4,
     5: _upgrade_4_to_5,
+    6: _upgrade_5_to_6,
 }
 
 

@@ -18,6 +18,7 @@ from peewee import EXCLUDED, SQL, Case, fn
 from rcingest.default_plugins.database import rows as r
 from rcingest.default_plugins.database.compliance import write_evaluations
 from rcingest.default_plugins.database.findings import write_scans
+from rcingest.default_plugins.database.inventory import write_repo_scans, write_repositories
 from rcingest.default_plugins.database.models import Models
 
 # SQLite allows 32,766 bound parameters per statement (PostgreSQL 65,535);
@@ -142,32 +143,7 @@ def write_rows(
     ``runs`` row there).
     """
     with db.atomic():
-        repo = m.repositories
-        _insert(
-            db,
-            repo,
-            r.IMPLIED_REPOSITORY_FIELDS,
-            rows.implied_repositories.values(),
-            ([repo.full_name], {repo.last_seen_at: EXCLUDED.last_seen_at}),
-        )
-        _insert(
-            db,
-            repo,
-            r.REPOSITORY_FIELDS,
-            rows.repositories.values(),
-            (
-                [repo.full_name],
-                {
-                    **{
-                        getattr(repo, n): _keep(repo, n)
-                        for n in ("workspace", "uuid", "name", "is_private", "mainbranch")
-                    },
-                    repo.language: _keep(repo, "language"),
-                    repo.updated_on: _keep(repo, "updated_on"),
-                    repo.last_seen_at: EXCLUDED.last_seen_at,
-                },
-            ),
-        )
+        write_repositories(db, m, rows, _insert)
         c = m.commits
         _insert(
             db,
@@ -282,6 +258,8 @@ def write_rows(
         )
         if rows.pr_scans or rows.findings:
             write_scans(db, m, rows, _insert)
+        if rows.repo_scans:
+            write_repo_scans(db, m, rows, _insert)
         if rows.compliance_evaluations:
             write_evaluations(db, m, rows.compliance_evaluations)
         if after is not None:
