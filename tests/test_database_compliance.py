@@ -263,7 +263,7 @@ async def test_version_4_database_is_upgraded_in_place(
     caplog.set_level("INFO", logger="rcingest")
     await write(database_spec, tmp_path, [evaluation()], run="run-2")
     assert f"schema upgraded from version 4 to {CURRENT_VERSION}" in caplog.text
-    assert CURRENT_VERSION == 5
+    assert CURRENT_VERSION == 6
     assert len(dump(database_spec, ["pr_scans"])["pr_scans"]) == 1
     assert len(history(database_spec)) == 1
 

@@ -158,8 +158,8 @@ async def test_replay_changes_only_last_seen_at(database_spec: str, tmp_path: Pa
         "deliveries": 0,
         "source_cursors": 1,
     }
-    assert without(second, "last_seen_at", "updated_at") == without(
-        first, "last_seen_at", "updated_at"
+    assert without(second, "last_seen_at", "last_synced_at", "updated_at") == without(
+        first, "last_seen_at", "last_synced_at", "updated_at"
     )
     for table in ("commits", "commit_repositories", "repositories", "pull_requests"):
         for old, new in zip(first[table], second[table], strict=True):
@@ -715,7 +715,7 @@ async def test_sqlite_and_postgres_store_the_same_rows(postgres_url: str, tmp_pa
     )
     for spec in (sqlite_path, postgres_url):
         await write_run(spec, tmp_path, [batch])
-    stamps = ("first_seen_at", "last_seen_at", "updated_at")
+    stamps = ("first_seen_at", "last_seen_at", "last_synced_at", "updated_at")
     assert without(dump(sqlite_path), *stamps) == without(dump(postgres_url), *stamps)
 
 

@@ -534,7 +534,7 @@ async def test_fake_scan_twice_sqlite_and_postgres(
     first, second = dumps_
     assert len(first["commits"]) > 20 and len(first["commit_files"]) > len(first["commits"])
     assert first["story_keys"] and first["pull_requests"]
-    stamps = ("last_seen_at", "updated_at")
+    stamps = ("last_seen_at", "last_synced_at", "updated_at")
     same = [t for t in TABLES if t != "source_cursors"]
     assert without({t: second[t] for t in same}, *stamps) == without(
         {t: first[t] for t in same}, *stamps
@@ -574,7 +574,7 @@ async def test_fake_scan_stores_the_same_rows_in_sqlite_and_postgres(
                 path, Registry(make_plugin_manager()), environ={"BITBUCKET_TOKEN": TOKEN}
             )
             await Runner(pipeline, make_context(pipeline)).run()
-    stamps = ("first_seen_at", "last_seen_at", "updated_at")
+    stamps = ("first_seen_at", "last_seen_at", "last_synced_at", "updated_at")
     tables = [t for t in TABLES if t != "source_cursors"]
     from_sqlite, from_postgres = dump(sqlite_path, tables), dump(postgres_url, tables)
     assert from_sqlite["commits"]
