@@ -154,6 +154,8 @@ class ChariotClient:
         self._token_lock = asyncio.Lock()
         self._jwt: str | None = None
         self._refresh_at = 0.0
+        self._exchanges = 0
+        self._exchange_error: ChariotError | None = None
         self._backoff_base, self._backoff_max = backoff_base, backoff_max
         retry = backoff.on_exception(
             self._waits,  # type: ignore[arg-type]  # backoff sends each exception in
@@ -313,16 +315,27 @@ class ChariotClient:
     async def _bearer(self) -> str:
         """The current JWT, exchanged for a new one when it is about to expire."""
         if self._jwt is None or self.clock() >= self._refresh_at:
+            seen = self._exchanges
             async with self._token_lock:
+                # Another request exchanged while this one waited: share its outcome, so
+                # that N requests during an outage make one round of retries, not N.
+                if self._exchanges != seen and self._exchange_error is not None:
+                    raise self._exchange_error
                 if self._jwt is None or self.clock() >= self._refresh_at:
+                    self._exchanges += 1
                     try:
                         await self._exchange_retried()
                     except _Retryable as exc:
-                        raise ChariotUnavailable(
+                        self._exchange_error = ChariotUnavailable(
                             f"Chariot GET /token: {exc.message} (gave up after retrying)",
                             route="GET /token",
                             status=exc.status,
-                        ) from None
+                        )
+                        raise self._exchange_error from None
+                    except ChariotError as exc:
+                        self._exchange_error = exc
+                        raise
+                    self._exchange_error = None
         assert self._jwt is not None
         return self._jwt
 

@@ -103,6 +103,7 @@ class ChariotSink(Sink[ChariotConfig]):
         self.state = StateDB(Path(config.state_file))
         self.client: ChariotClient | None = None
         self.sender: Sender | None = None
+        self._closed_counts = {"pending": 0, "parked": 0}
         self._secrets = sorted((s for s in context.secrets if s), key=len, reverse=True)
         self.planner = Planner(
             self.state,
@@ -186,7 +187,7 @@ class ChariotSink(Sink[ChariotConfig]):
             if self.client is not None:
                 await self.client.close()
             if self.sender is not None:
-                counts = self.state.counts()
+                counts = self._closed_counts = self.state.counts()
                 stats = self.context.stats
                 stats.incr("chariot.pending", counts["pending"])
                 stats.incr("chariot.parked_total", counts["parked"])
@@ -217,5 +218,5 @@ class ChariotSink(Sink[ChariotConfig]):
         await self.sender.flush()
 
     def outbox(self) -> dict[str, int]:
-        """Changes queued (``pending``) and refused (``parked``), from the state file."""
-        return self.state.counts()
+        """Changes queued (``pending``) and refused (``parked``); after close, as they were then."""
+        return self.state.counts() if self.sender is not None else dict(self._closed_counts)
