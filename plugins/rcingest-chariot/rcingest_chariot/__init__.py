@@ -10,6 +10,10 @@ one ``[project.entry-points.rcingest]`` line, and a ``register_sinks`` hook.
 Each ``Repository`` record becomes a ``repository`` asset with its facts as
 attributes; each ``RepositoryScan`` opens a risk per secret found and
 remediates those no longer found. See README.md for what is sent and when.
+
+Importing this module is cheap (no aiohttp): rcingest imports every plugin for
+``--help`` and ``validate``. The client (``rcingest_chariot.client``) and the fake
+(``rcingest_chariot.fake``) are imported where they are used.
 """
 
 from __future__ import annotations
@@ -18,19 +22,17 @@ from collections.abc import Callable
 from typing import Any
 
 import rcingest
-from rcingest_chariot.client import (
+from rcingest_chariot.credentials import Credentials
+from rcingest_chariot.errors import (
     ChariotAuthError,
-    ChariotClient,
     ChariotError,
     ChariotRejected,
     ChariotUnavailable,
 )
-from rcingest_chariot.credentials import Credentials
 from rcingest_chariot.sink import ChariotConfig, ChariotSink
 
 __all__ = [
     "ChariotAuthError",
-    "ChariotClient",
     "ChariotConfig",
     "ChariotError",
     "ChariotRejected",

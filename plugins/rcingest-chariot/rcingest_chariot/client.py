@@ -32,6 +32,12 @@ import backoff
 
 from rcingest.interfaces import Stats
 from rcingest_chariot.credentials import Credentials
+from rcingest_chariot.errors import (
+    ChariotAuthError,
+    ChariotError,
+    ChariotRejected,
+    ChariotUnavailable,
+)
 
 __all__ = [
     "REFRESH_EARLY",
@@ -49,28 +55,6 @@ REFRESH_EARLY = 60.0
 DEFAULT_TOKEN_LIFETIME = 3600.0
 log = logging.getLogger("rcingest.chariot")
 Clock = Callable[[], float]
-
-
-class ChariotError(Exception):
-    """A request failed for good; the message names the route, status and Chariot's message."""
-
-    def __init__(self, message: str, *, route: str = "", status: int | None = None) -> None:
-        super().__init__(message)
-        self.route = route
-        self.status = status
-        self.message = message
-
-
-class ChariotAuthError(ChariotError):
-    """The API key was refused, or a fresh token was still answered 401."""
-
-
-class ChariotRejected(ChariotError):
-    """Chariot refused this request (400, 403, 404...): sending it again will not help."""
-
-
-class ChariotUnavailable(ChariotError):
-    """429, 5xx or no answer, still after every retry allowed."""
 
 
 class _Retryable(Exception):

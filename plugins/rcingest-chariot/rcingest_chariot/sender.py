@@ -23,20 +23,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from rcingest.interfaces import Stats
-from rcingest_chariot.client import (
-    ChariotAuthError,
-    ChariotClient,
-    ChariotRejected,
-    ChariotUnavailable,
-)
-from rcingest_chariot.state import Pending, StateDB
+from rcingest_chariot.errors import ChariotAuthError, ChariotRejected, ChariotUnavailable
+from rcingest_chariot.state import Change, Pending, StateDB
+
+if TYPE_CHECKING:  # the client imports aiohttp: only when the sink opens
+    from rcingest_chariot.client import ChariotClient
 
 __all__ = ["Sender"]
 
 #: A change that keeps failing is tried at least this often.
 MAX_RETRY_INTERVAL = 3600.0
+#: Accepted changes recorded per state-file transaction.
+RECORD_EVERY = 200
 
 
 class Sender:
@@ -65,6 +66,8 @@ class Sender:
         self._down: ChariotUnavailable | None = None
         self._auth: ChariotAuthError | None = None
         self._refusals_logged: set[str] = set()
+        #: Accepted changes not yet recorded: committed in groups (one fsync per group).
+        self._accepted: list[tuple[Change, float]] = []
 
     def sweep(self, now: float) -> int:
         """Queue again what was sent longer ago than the TTL margin and is kept alive."""
@@ -104,7 +107,17 @@ class Sender:
     async def _send_all(self, items: list[Pending]) -> None:
         # The client's semaphore bounds what is in flight; a task per change keeps it full.
         if items and self._down is None and self._auth is None:
-            await asyncio.gather(*(self._send(p) for p in items))
+            try:
+                await asyncio.gather(*(self._send(p) for p in items))
+            finally:
+                self._record_accepted()
+
+    def _record_accepted(self) -> None:
+        # A crash before this commit re-sends these changes next time: PUTs are
+        # upserts and the deletes are of keys, so a repeat changes nothing.
+        if self._accepted:
+            done, self._accepted = self._accepted, []
+            self.state.mark_sent_many(done)
 
     async def _send(self, item: Pending) -> None:
         if self._down is not None or self._auth is not None:
@@ -138,5 +151,7 @@ class Sender:
                     kind,
                 )
         else:
-            self.state.mark_sent(change, self.clock())
+            self._accepted.append((change, self.clock()))
             self.stats.incr("chariot.sent")
+            if len(self._accepted) >= RECORD_EVERY:
+                self._record_accepted()

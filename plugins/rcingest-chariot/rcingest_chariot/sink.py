@@ -14,18 +14,20 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import msgspec
 
 from rcingest.errors import ConfigError
 from rcingest.interfaces import Batch, ComponentConfig, RunContext, Sink
 from rcingest.records import Repository, RepositoryScan
-from rcingest_chariot.client import ChariotClient
 from rcingest_chariot.credentials import Credentials, CredentialsError, resolve
 from rcingest_chariot.planner import Planner
 from rcingest_chariot.sender import Sender
 from rcingest_chariot.state import StateDB
+
+if TYPE_CHECKING:
+    from rcingest_chariot.client import ChariotClient
 
 __all__ = ["ChariotConfig", "ChariotSink"]
 
@@ -141,6 +143,10 @@ class ChariotSink(Sink[ChariotConfig]):
                 self._credentials = self._resolve(read_keychain=True)
             except CredentialsError as exc:
                 raise ConfigError(str(exc)) from None
+        # Imported here: aiohttp is heavy, and `rcingest --help` or `validate` imports
+        # every plugin's sink module (rcingest's start-up rule, tests/test_startup.py).
+        from rcingest_chariot.client import ChariotClient
+
         c = self.config
         self.client = ChariotClient(
             self._credentials,

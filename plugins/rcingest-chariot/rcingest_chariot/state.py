@@ -247,23 +247,24 @@ class StateDB:
         rows = self.db.execute("SELECT key FROM outbox WHERE kind = 'asset'")
         return {r[0] for r in rows.fetchall()}
 
-    def mark_sent(self, change: Change, now: float) -> None:
-        """Chariot accepted ``change``: record it, and take it off the outbox."""
+    def mark_sent_many(self, accepted: list[tuple[Change, float]]) -> None:
+        """Chariot accepted these changes (at those times): record them, take them off."""
         with self.transaction():
-            if change.kind == "delete":
+            for change, when in accepted:
+                if change.kind == "delete":
+                    self.db.execute(
+                        "DELETE FROM sent WHERE key = ? AND kind = 'attribute'", (change.key,)
+                    )
+                else:
+                    self.db.execute(
+                        f"INSERT OR REPLACE INTO sent ({_CHANGE_COLUMNS}, sent_at)"  # noqa: S608
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (*_values(change), when),
+                    )
+                # Only this version: a newer change to the slot (none while flushing) stays.
                 self.db.execute(
-                    "DELETE FROM sent WHERE key = ? AND kind = 'attribute'", (change.key,)
+                    "DELETE FROM outbox WHERE slot = ? AND hash = ?", (change.slot, change.hash)
                 )
-            else:
-                self.db.execute(
-                    f"INSERT OR REPLACE INTO sent ({_CHANGE_COLUMNS}, sent_at)"  # noqa: S608
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (*_values(change), now),
-                )
-            # Only this version: a newer change to the slot (none while flushing) stays.
-            self.db.execute(
-                "DELETE FROM outbox WHERE slot = ? AND hash = ?", (change.slot, change.hash)
-            )
 
     def mark_failed(self, change: Change, next_try: float, error: str) -> None:
         self.db.execute(
