@@ -21,7 +21,12 @@ import msgspec
 from rcingest.errors import ConfigError
 from rcingest.interfaces import Batch, ComponentConfig, RunContext, Sink
 from rcingest.records import Repository, RepositoryScan
-from rcingest_chariot.credentials import Credentials, CredentialsError, resolve
+from rcingest_chariot.credentials import (
+    Credentials,
+    CredentialsError,
+    HalfKeyError,
+    resolve,
+)
 from rcingest_chariot.planner import Planner
 from rcingest_chariot.sender import Sender
 from rcingest_chariot.state import StateDB
@@ -98,10 +103,10 @@ class ChariotSink(Sink[ChariotConfig]):
         # What can be checked without the disk (the keychain is read in __aenter__).
         try:
             self._credentials: Credentials | None = self._resolve(read_keychain=False)
-        except CredentialsError as exc:
-            if "without its" in str(exc):
-                raise ConfigError(str(exc)) from None
-            self._credentials = None
+        except HalfKeyError as exc:
+            raise ConfigError(str(exc)) from None
+        except CredentialsError:
+            self._credentials = None  # perhaps in the keychain: looked for when opening
         self.state = StateDB(Path(config.state_file))
         self.client: ChariotClient | None = None
         self.sender: Sender | None = None

@@ -55,6 +55,8 @@ def test_half_a_key_is_refused_without_its_value() -> None:
     with pytest.raises(CredentialsError, match="secret without its id") as info:
         resolve({"CHARIOT_KEY_SECRET": "lonely-secret"}, keychain=KEYCHAIN)
     assert "lonely-secret" not in str(info.value)
+    with pytest.raises(CredentialsError, match=r"^key_id: set without key_secret$"):
+        resolve({}, key_id="cfg-id", keychain=KEYCHAIN)
 
 
 def test_repr_hides_the_secret() -> None:
