@@ -193,3 +193,14 @@ async def test_no_secret_in_any_log_or_error(
     joined = "\n".join(texts)
     for secret in (chariot.key_secret, *tokens):
         assert secret not in joined
+
+
+async def test_down_for_a_while_on_the_fakes_clock(chariot: FakeChariot, clock: object) -> None:
+    chariot.down(30)
+    async with client_for(chariot, clock, max_tries=2) as c:
+        with pytest.raises(ChariotUnavailable, match="503"):
+            await c.put("/asset", ASSET)
+        clock.advance(31)  # type: ignore[attr-defined]
+        await c.put("/asset", ASSET)
+    assert chariot.assets[KEY]["status"] == "A"
+    assert [r.status for r in chariot.received] == [503, 503, 200, 200]
