@@ -15,6 +15,7 @@ fails closed with that message; a 404 on the pull request itself is
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from dataclasses import dataclass, field
@@ -69,6 +70,7 @@ class Gatherer:
     _reviewers: dict[str, tuple[float, list[Person] | None, str | None]] = field(
         default_factory=dict
     )
+    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     #: Read the head's full hash when nothing else gave it (write-back needs it;
     #: ``rcingest check``, which writes nothing, does not).
     resolve_head: bool = True
@@ -94,6 +96,17 @@ class Gatherer:
         cached = self._reviewers.get(repository)
         if cached is not None and time.monotonic() - cached[0] < DEFAULT_REVIEWERS_TTL:
             return cached[1], cached[2]
+        # Pull requests of one repository evaluated at once read the list once.
+        lock = self._locks.setdefault(repository, asyncio.Lock())
+        async with lock:
+            cached = self._reviewers.get(repository)
+            if cached is not None and time.monotonic() - cached[0] < DEFAULT_REVIEWERS_TTL:
+                return cached[1], cached[2]
+            return await self._read_default_reviewers(repository)
+
+    async def _read_default_reviewers(
+        self, repository: str
+    ) -> tuple[list[Person] | None, str | None]:
         try:
             values = await self._pages(f"/repositories/{repository}/effective-default-reviewers")
             people = [p for v in values if (p := person_from_api(v.get("user"))) is not None]
