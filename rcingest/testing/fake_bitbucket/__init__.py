@@ -2,9 +2,10 @@
 
 ``FakeBitbucket(spec, faults)`` is an async context manager that serves a
 ``FakeData`` workspace on 127.0.0.1 (port 0) and exposes ``base_url``,
-``counters`` and the live ``faults``. ``python -m rcingest.testing.fake_bitbucket``
-runs it as a process (the benchmark does, so that the server does not share a
-core with the client it measures).
+``counters``, the live ``faults``, what was written (``writes``) and the review
+helpers (``review``); ``events.py`` builds webhook payloads from its state.
+``python -m rcingest.testing.fake_bitbucket`` runs it as a process (the benchmark
+does, so that the server does not share a core with the client it measures).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from aiohttp import web
 from rcingest.testing.fake_bitbucket.app import make_app
 from rcingest.testing.fake_bitbucket.data import FakeData, GenSpec
 from rcingest.testing.fake_bitbucket.faults import COUNTERS, Counters, Faults
+from rcingest.testing.fake_bitbucket.review import REVIEW, ReviewState
 from rcingest.testing.fake_bitbucket.writeback import WRITES, WriteState
 
-__all__ = ["FakeBitbucket", "FakeData", "Faults", "GenSpec", "WriteState"]
+__all__ = ["FakeBitbucket", "FakeData", "Faults", "GenSpec", "ReviewState", "WriteState"]
 
 
 class FakeBitbucket:
@@ -49,6 +51,11 @@ class FakeBitbucket:
     def writes(self) -> WriteState:
         """Planted diffs, and the comments, statuses and reports written (with raw bodies)."""
         return self.app[WRITES]
+
+    @property
+    def review(self) -> ReviewState:
+        """Reviewers, approvals, default reviewers, other tools' statuses, pushes and merges."""
+        return self.app[REVIEW]
 
     @property
     def base_url(self) -> str:

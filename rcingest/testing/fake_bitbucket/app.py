@@ -3,8 +3,10 @@
 Routes (under ``/2.0``): workspaces; repositories of a workspace (``q``,
 ``role``); one repository (with ``mainbranch``); branches; commits per branch
 with ``include``/``exclude``; one commit by full or short hash; diffstat;
-pull requests (``state``, ``q``); one pull request; its commits (opaque
-cursor pages). ``GET /_fake/stats`` returns the counters as JSON.
+pull requests (``state``, ``q``); one pull request (with participants and
+reviewers); its commits (opaque cursor pages). Diffs and writes: ``writeback.py``;
+reviews, approvals, default reviewers, PR statuses: ``review.py``.
+``GET /_fake/stats`` returns the counters as JSON.
 """
 
 from __future__ import annotations
@@ -33,7 +35,13 @@ from rcingest.testing.fake_bitbucket.faults import (
     error_response,
     faults_middleware,
 )
-from rcingest.testing.fake_bitbucket.render import render_commit, render_pr, render_repo
+from rcingest.testing.fake_bitbucket.render import (
+    render_commit,
+    render_pr,
+    render_pr_detail,
+    render_repo,
+)
+from rcingest.testing.fake_bitbucket.review import add_review_routes
 from rcingest.testing.fake_bitbucket.writeback import add_writeback_routes
 
 __all__ = ["make_app"]
@@ -247,7 +255,8 @@ def _pr(request: web.Request, repo: FakeRepo) -> FakePullRequest:
 
 async def pullrequest(request: web.Request) -> web.Response:
     repo = _repo(request)
-    return _json(render_pr(request.app[DATA], repo, _pr(request, repo)))
+    # The only representation with participants and reviewers (not the listing).
+    return _json(render_pr_detail(request.app[DATA], repo, _pr(request, repo)))
 
 
 async def pullrequest_commits(request: web.Request) -> web.Response:
@@ -297,6 +306,7 @@ def make_app(
     app.router.add_get(repo + "/commit/{rev}", commit, name="commit")
     app.router.add_get(repo + "/diffstat/{spec:.+}", diffstat, name="diffstat")
     add_writeback_routes(app, repo, lambda name, pr_id: _pr_exists(data, name, pr_id))
+    add_review_routes(app, repo, data, _paginate)
     app.router.add_get(repo + "/pullrequests", pullrequests, name="pullrequests")
     app.router.add_get(repo + "/pullrequests/{id:\\d+}", pullrequest, name="pullrequest")
     app.router.add_get(

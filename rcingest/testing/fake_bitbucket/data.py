@@ -367,3 +367,7 @@ class FakeData:
     def author(self, index: int) -> tuple[str, str, str | None]:
         """(display name, e-mail, account id or None) of an author index."""
         return _AUTHORS[index]
+
+    def authors(self) -> list[tuple[str, str, str | None]]:
+        """Every author, by index."""
+        return list(_AUTHORS)

@@ -167,9 +167,9 @@ async def _answer(request: web.Request, handler: Handler, n: int, route: str) ->
     for fragment, status in faults.fail_paths.items():
         if fragment in request.path:
             return error_response(status, f"Injected failure for {fragment}")
-    status = _route_fault(request, route, faults.fail_routes) if faults.fail_routes else None
-    if status is not None:
-        return error_response(status, f"Injected failure for {route}")
+    injected = _route_fault(request, route, faults.fail_routes) if faults.fail_routes else None
+    if injected is not None:
+        return error_response(injected, f"Injected failure for {route}")
     if faults.error_every and n % faults.error_every == 0:
         return error_response(faults.error_status, "Something went wrong")
     if route == "diffstat":

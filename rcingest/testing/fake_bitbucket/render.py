@@ -17,6 +17,7 @@ __all__ = [
     "render_pr_detail",
     "render_repo",
     "render_user",
+    "repo_ref",
 ]
 
 
@@ -122,7 +123,8 @@ def render_pr(data: FakeData, repo: FakeRepo, pr: FakePullRequest) -> dict[str, 
     }
 
 
-def _repo_ref(full_name: str, uuid: str | None = None) -> dict[str, Any]:
+def repo_ref(full_name: str, uuid: str | None = None) -> dict[str, Any]:
+    """A repository as pull requests and webhooks point at it (a fork's uuid is made up)."""
     ref: dict[str, Any] = {
         "type": "repository",
         "full_name": full_name,
@@ -141,9 +143,9 @@ def render_pr_detail(data: FakeData, repo: FakeRepo, pr: FakePullRequest) -> dic
     value = render_pr(data, repo, pr)
     source = pr.source_repository
     value["source"]["repository"] = (
-        _repo_ref(source) if source else _repo_ref(repo.full_name, repo.uuid)
+        repo_ref(source) if source else repo_ref(repo.full_name, repo.uuid)
     )
-    value["destination"]["repository"] = _repo_ref(repo.full_name, repo.uuid)
+    value["destination"]["repository"] = repo_ref(repo.full_name, repo.uuid)
     value["reviewers"] = [dict(u) for u in pr.reviewers]
     value["participants"] = [dict(p) for p in pr.participants.values()]
     value["closed_by"] = pr.closed_by
