@@ -100,7 +100,7 @@ def _context(prepared: Prepared, registry: Registry) -> RunContext:
     if isinstance(source, dict):
         label = str(source.get("name") or source.get("type") or label)
     now = datetime.now(UTC)
-    return RunContext(
+    context = RunContext(
         run_id=new_run_id(now),
         pipeline_name=str(name),
         timezone=zone,
@@ -110,6 +110,24 @@ def _context(prepared: Prepared, registry: Registry) -> RunContext:
         mode=_mode(registry, source),
         secrets=prepared.secrets,
     )
+    # What a source checks of the pipeline's other sections ("scan: true needs
+    # scanners:", "compliance needs credentials"): present here as in a run,
+    # where the runner builds them first. Stand-ins: nothing here scans.
+    scanners = data.get("scanners")
+    if isinstance(scanners, list):
+        declared: list[Any] = [_Declared(s.get("type")) for s in scanners if isinstance(s, dict)]
+        context.scanners = declared
+    if isinstance(data.get("compliance"), dict):
+        context.compliance = data["compliance"]
+        context.policy = _Declared("policy")
+    return context
+
+
+class _Declared:
+    """A section declared in the pipeline, standing in for what a run builds from it."""
+
+    def __init__(self, name: object) -> None:
+        self.name = str(name)
 
 
 def _mode(registry: Registry, source: Any) -> Literal["run", "serve"]:
