@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -68,6 +68,11 @@ log = logging.getLogger("rcingest.cli")
 @click.option("--artifacts-dir", type=click.Path(file_okay=False), help="Where JSON artifacts go.")
 @click.option("--dry-run", is_flag=True, help="Fetch and enrich, write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@click.option(
+    "--schedule",
+    is_flag=True,
+    help="Run on the pipeline's schedules: until SIGTERM, instead of once.",
+)
 @verbosity_options
 @click.pass_context
 def run(
@@ -85,6 +90,7 @@ def run(
     as_json: bool,
     quiet: bool,
     verbose: int,
+    schedule: bool = False,
 ) -> None:
     """Run a pipeline once, to the end, and print a summary.
 
@@ -117,6 +123,8 @@ def run(
     loaded = _load(ctx, path, overrides)
     context = make_context(loaded, mode="run", dry_run=dry_run)
     start_logging(ctx, log_level(quiet, verbose), loaded, context)
+    if schedule:
+        _scheduled(loaded, None)
     # Progress on a terminal only; it is erased when the run ends, before the summary.
     with live_progress(progress_wanted(quiet)) as progress:
         try:
@@ -204,9 +212,15 @@ def serve(
 
     path = pipeline_path(pipeline, config_path)
     start_logging(ctx, log_level(quiet, verbose))  # UTC stamps until the zone is known
-    loaded = _load(ctx, path, {"host": host, "port": port, "database": database}, "serve")
+    scheduled = _scheduled_source(ctx, path)
+    overrides = {"database": database} if scheduled else {"host": host, "port": port}
+    if not scheduled:
+        overrides["database"] = database
+    loaded = _load(ctx, path, overrides, "serve")
     context = make_context(loaded, mode="serve")
     start_logging(ctx, log_level(quiet, verbose), loaded, context)
+    if scheduled:
+        _scheduled(loaded, (host or "127.0.0.1", 8080 if port is None else port))
     try:
         runner = Runner(loaded, context)
     except RcingestError as exc:
@@ -231,6 +245,34 @@ def serve(
         fail(exc, loaded.secrets)
     log.info("%s", format_summary(result, loaded, context, 0).replace("\n", "; "))
     log.info("%s", cadence_line(result, context))
+    sys.exit(0)
+
+
+def _scheduled_source(ctx: click.Context, path: Path) -> bool:
+    """True when ``serve`` runs the pipeline on its schedules (its source is not a server)."""
+    from rcingest.yaml_file import read_yaml
+
+    try:
+        data = read_yaml(path)
+        kind = data["source"]["type"]
+        cls = registry_of(ctx).get("source", str(kind)).component
+    except (RcingestError, KeyError, TypeError):
+        return False  # the load that follows reports what is wrong
+    return not getattr(cls, "low_latency", False) and bool(data.get("schedules"))
+
+
+def _scheduled(loaded: Pipeline, http: tuple[str, int] | None) -> NoReturn:
+    """Run ``loaded`` on its schedules until a signal; exit 0 (2 on a schedule problem)."""
+    import asyncio
+
+    from rcingest.scheduled import run_scheduled
+
+    try:
+        asyncio.run(run_scheduled(loaded, secrets=loaded.secrets, http=http))
+    except RcingestError as exc:
+        fail(exc, loaded.secrets)
+    except OSError as exc:
+        fail(RcingestError(f"cannot serve /metrics on {http}: {exc.strerror}"), loaded.secrets)
     sys.exit(0)
 
 

@@ -27,6 +27,7 @@ from rcingest.logconfig import LoggingConfig
 from rcingest.moments import normalise_moments
 from rcingest.plugins import Kind, Registered, Registry
 from rcingest.scanning.settings import ScanningConfig
+from rcingest.schedules.config import SchedulesConfig, schedules_problems
 from rcingest.validation import errors_for, struct_problem
 from rcingest.yaml_file import read_yaml
 
@@ -76,6 +77,9 @@ class PipelineConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     scanning: ScanningConfig = msgspec.field(default_factory=ScanningConfig)
     #: The compliance enforcer's policy and reporting (docs/compliance.md).
     compliance: ComplianceConfig | None = None
+    #: Jobs ``rcingest serve`` and ``rcingest run --schedule`` run on a schedule
+    #: (``full_sync``, ``incremental_sync``, ``run``; docs/inventory.md).
+    schedules: SchedulesConfig = {}
 
 
 @dataclass
@@ -203,17 +207,27 @@ def apply_overrides(
     return data
 
 
+#: The jobs a ``schedules:`` section may name: one run of the pipeline each,
+#: ``full_sync``/``incremental_sync`` with the source's ``sync`` set accordingly.
+SCHEDULED_JOBS = frozenset({"full_sync", "incremental_sync", "run"})
+
+
 def problems(data: Any, registry: Registry, base: Path | None = None) -> list[str]:
     """Every problem of an interpolated pipeline mapping, each with its YAML path.
 
     ``base`` is the pipeline file's folder: a ``compliance.policy_file`` is read from it.
     """
-    if isinstance(data, dict) and data.get("compliance") is not None:
-        # The policy is checked rule by rule (compliance_problems), which names
-        # every problem; the schema of a union of rules would name only one.
-        rest = {k: v for k, v in data.items() if k != "compliance"}
+    own = ("compliance", "schedules")
+    if isinstance(data, dict) and any(data.get(k) is not None for k in own):
+        # These sections are checked by their own code, which names every
+        # problem with its path: the schema of a union of policy rules (or of a
+        # mapping of schedules) would name one, at `$[...]`.
+        rest = {k: v for k, v in data.items() if k not in own}
         found = errors_for(rest, PipelineConfig, "$")
-        found += compliance_problems(data["compliance"], base or Path.cwd())
+        if data.get("compliance") is not None:
+            found += compliance_problems(data["compliance"], base or Path.cwd())
+        if data.get("schedules") is not None:
+            found += schedules_problems(data["schedules"], known=SCHEDULED_JOBS)
     else:
         found = errors_for(data, PipelineConfig, "$")
     if not isinstance(data, dict):
