@@ -50,7 +50,7 @@ SKIP_REASONS = (
 LINKED = ("config", "docs", "plugins", "schemas", "rcingest", "pyproject.toml", "README.md")
 PIPELINE_KEYS = {"name", "timezone", "source", "enrichers", "sinks", "logging", "batch"}
 PIPELINE_KEYS |= {"state_file", "summary_interval"}
-PIPELINE_KEYS |= {"scanners", "scanning"}
+PIPELINE_KEYS |= {"scanners", "scanning", "compliance", "schedules"}
 #: A fragment (``sinks:`` alone, say) is validated inside this pipeline.
 FRAGMENT_BASE = {
     "name": "docs-fragment",
