@@ -171,3 +171,46 @@ async def test_changed_main_branches_are_cloned_and_scanned_once(tmp_path: Path)
         [again] = await once()
         assert (again.repository, again.state, again.findings) == ("acme/service-00", "clean", [])
         assert aws not in repr(cursors) and token not in repr(cursors)
+
+
+async def test_a_repository_gone_between_listing_and_cloning_is_tombstoned(
+    tmp_path: Path,
+) -> None:
+    from rcingest.bitbucket.auth import AuthConfig
+    from rcingest.default_plugins.scanners import SecretsConfig, SecretsScanner
+    from rcingest.records import RepositoryScan
+    from rcingest.reposcan.auth import git_auth_header
+    from rcingest.testing.git_http import GitHttpServer
+
+    auth = AuthConfig(access_token="inv-token-Zp40")
+    async with (
+        FakeBitbucket(GenSpec(repositories=2)) as fake,
+        GitHttpServer(tmp_path / "git", auth=git_auth_header(auth)) as git,
+    ):
+        git.make_repo("acme/service-00", {"README.md": "still here\n"})
+        # acme/service-01 is listed by the API but its git repository is gone.
+        ctx = make_test_context(tmp_path)
+        ctx.fingerprint_key = b"k" * 32
+        scanner = SecretsScanner(SecretsConfig(), ctx)
+        scanner.name = "secrets"
+        ctx.scanners = [scanner]
+        config = RepositoriesConfig(
+            workspace="acme",
+            base_url=fake.base_url,
+            auth=auth,
+            scan=True,
+            clone=CloneSettings(url=f"http://{git.authority}/{{full_name}}.git", timeout=20),
+        )
+        source = RepositoriesSource(config, ctx)
+        async with source:
+            items = [i async for i in source.records({})]
+    scans = {i.repository: i.state for i in items if isinstance(i, RepositoryScan)}
+    assert scans == {"acme/service-00": "clean"}
+    tombs = [i for i in items if isinstance(i, Repository) and i.state == "deleted"]
+    assert [(t.full_name, t.state_reason) for t in tombs] == [
+        ("acme/service-01", "gone while scanning (not found)")
+    ]
+    [cp] = [i for i in items if isinstance(i, Checkpoint)]
+    assert cp.state is not None
+    known = {v["full_name"]: v.get("state", "active") for v in cp.state["known"].values()}
+    assert known["acme/service-01"] == "deleted"
