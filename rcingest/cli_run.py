@@ -26,7 +26,7 @@ from rcingest.cli_common import (
     verbosity_options,
 )
 from rcingest.cli_options import GreedyOption
-from rcingest.errors import RcingestError
+from rcingest.errors import ConfigError, RcingestError
 
 if TYPE_CHECKING:
     import asyncio
@@ -221,6 +221,15 @@ def serve(
     start_logging(ctx, log_level(quiet, verbose), loaded, context)
     if scheduled:
         _scheduled(loaded, (host or "127.0.0.1", 8080 if port is None else port))
+    if loaded.config.schedules:
+        # Not silently ignored: a daemon that never ran its schedules would look fine.
+        fail(
+            ConfigError(
+                f"{path}: $.schedules: a server source ({loaded.source.label}) with schedules "
+                "is not supported yet; serve the scheduled pipeline as its own `rcingest serve`"
+            ),
+            loaded.secrets,
+        )
     try:
         runner = Runner(loaded, context)
     except RcingestError as exc:

@@ -134,3 +134,19 @@ async def test_serve_runs_the_schedule_and_answers_metrics(tmp_path: Path) -> No
         finally:
             code, err = await stop(proc)
         assert code == 0, err
+
+
+def test_serve_refuses_schedules_it_would_not_run(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from rcingest.cli import cli
+
+    path = tmp_path / "daemon.yaml"
+    path.write_text(
+        "name: x\nsource: {type: bitbucket_webhook, config: {secret: abcdefgh12}}\n"
+        "schedules: {run: {every: 1h}}\n"
+        f"sinks: [{{type: database, config: {{database: '{tmp_path}/x.db'}}}}]\n"
+    )
+    result = CliRunner().invoke(cli, ["serve", str(path)])
+    assert result.exit_code == 2 and "not supported yet" in result.output
+    assert not (tmp_path / "x.db").exists()
