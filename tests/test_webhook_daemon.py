@@ -285,8 +285,15 @@ async def test_health_ready_metrics(tmp_path: Path) -> None:
         async with aiohttp.ClientSession() as s:
             async with s.get(d.base + "/healthz") as r:
                 assert r.status == 200
-            async with s.get(d.base + "/readyz") as r:
-                assert r.status == 200, await r.text()
+            # Listening comes a moment before the pipeline consumes (more under
+            # load): readiness is what says when; wait for it, bounded.
+            for _ in range(100):
+                async with s.get(d.base + "/readyz") as r:
+                    ready, text = r.status, await r.text()
+                if ready == 200:
+                    break
+                await asyncio.sleep(0.05)
+            assert ready == 200, text
             raw = PUSH.read_bytes()
             async with s.post(d.url, data=raw, headers=signed(raw)) as r:
                 assert r.status == 200
