@@ -166,3 +166,23 @@ async def test_the_example_enforces_the_policy_through_deliveries(tmp_path: Path
         texts.append((tmp_path / "serve.log").read_text())
         for secret in (HOOK_SECRET, API_TOKEN):
             assert all(secret not in t for t in texts)
+
+
+async def test_run_evaluates_the_open_pull_requests_once_and_reports(tmp_path: Path) -> None:
+    async with FakeBitbucket(GenSpec(repositories=1)) as fake:
+        opened = [p for p in fake.data.repos[REPO].pull_requests if p.state == "OPEN"]
+        path = pipeline(tmp_path, fake.base_url, free_port())
+        cmd = [sys.executable, "-c", "from rcingest.cli import main; main()", "run", str(path)]
+        done = await asyncio.to_thread(
+            subprocess.run, cmd, cwd=tmp_path, env=environment(), capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        for pr in opened:
+            status = fake.writes.statuses[(REPO, pr.commits[0])][KEY]
+            assert status["state"] in ("FAILED", "SUCCESSFUL")
+        db = tmp_path / "data" / "bitbucket" / "commits.db"
+        with sqlite3.connect(db) as conn:
+            rows = conn.execute(
+                "SELECT pull_request_id, trigger FROM compliance_evaluations ORDER BY 1"
+            ).fetchall()
+        assert rows == [(pr.id, "run") for pr in sorted(opened, key=lambda p: p.id)]
