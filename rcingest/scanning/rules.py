@@ -128,6 +128,9 @@ def builtin_rules_path() -> Path:
 def _load_file(path: Path) -> list[CompiledRule]:
     from rcingest.validation import errors_for
 
+    if not path.is_file():
+        # read_yaml would call it a pipeline file.
+        raise ConfigError(f"{path}: no such rule file")
     data = read_yaml(path)
     problems = errors_for(data, RuleFile, "$")
     if problems:

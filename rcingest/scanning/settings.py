@@ -35,3 +35,10 @@ class ScanningConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             description="A pull request diff larger than this is reported too large to scan.",
         ),
     ] = DEFAULT_MAX_DIFF_BYTES
+
+    def __post_init__(self) -> None:
+        if self.fingerprint_key == "":
+            self.fingerprint_key = None  # ``${RCINGEST_FINGERPRINT_KEY:-}`` left empty
+        if self.fingerprint_key is not None and len(self.fingerprint_key) < 16:
+            # Checked here so `rcingest validate` says it, not the first scan.
+            raise ValueError("fingerprint_key: at least 16 characters")
