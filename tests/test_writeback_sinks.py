@@ -152,3 +152,16 @@ async def test_the_merge_check_restriction_is_created_once_when_asked(tmp_path: 
         [restriction] = fake.writes.restrictions[REPO]
         assert restriction["kind"] == "require_passing_builds_to_merge"
         assert restriction["pattern"] == "main"
+
+
+async def test_a_token_without_admin_scope_is_told_the_restriction_needs_admin(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with FakeBitbucket(GenSpec(repositories=1)) as fake:
+        pr = fake.data.repos[REPO].pull_requests[0].id
+        fake.faults.fail_routes["branch_restrictions"] = 403
+        with caplog.at_level("ERROR"):
+            await deliver(sinks(fake, tmp_path, require_passing_builds=True)[:1], scan(pr, "clean"))
+        assert fake.writes.statuses[(REPO, HEAD)]["rcingest-secrets"]["state"] == "SUCCESSFUL"
+        [record] = [r for r in caplog.records if "restriction" in r.getMessage()]
+        assert "admin" in record.getMessage() and "write access" not in record.getMessage()

@@ -106,7 +106,9 @@ class WriteBackSink(Sink[Any]):
         key = (scan.repository, status)
         hint = ""
         if status in (401, 403):
-            hint = " (the token needs write access: repository write / pullrequest write scopes)"
+            hint = getattr(exc, "hint", None) or (
+                " (the token needs write access: repository write / pullrequest write scopes)"
+            )
         what = "compliance " if isinstance(scan, ComplianceEvaluation) else ""
         message = f"{what}{self.kind} for {scan.repository} PR #{scan.pull_request_id}: {exc}{hint}"
         stored = "evaluation is" if what else "findings are"

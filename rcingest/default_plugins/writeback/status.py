@@ -7,6 +7,7 @@ from typing import Any, Literal
 from rcingest.compliance import report as compliance_report
 from rcingest.compliance.records import ComplianceEvaluation
 from rcingest.default_plugins.writeback.common import WriteBackConfig, WriteBackSink
+from rcingest.errors import RcingestError
 from rcingest.scanning import report
 from rcingest.scanning.records import PullRequestScan
 
@@ -51,7 +52,18 @@ class BuildStatusSink(WriteBackSink):
         await self.client.send("POST", path, body)  # same key overwrites: idempotent
         self.context.stats.incr("writeback.statuses")
         if config.require_passing_builds and scan.destination_branch:
-            await self._require_builds(scan.repository, scan.destination_branch)
+            await self._restrict(scan.repository, scan.destination_branch)
+
+    async def _restrict(self, repository: str, branch: str) -> None:
+        try:
+            await self._require_builds(repository, branch)
+        except RcingestError as exc:
+            # Branch restrictions need more than the statuses do: say which.
+            exc.hint = (  # type: ignore[attr-defined]
+                f" (creating the {RESTRICTION} restriction on {branch} needs an admin token:"
+                " admin:repository scope; or set require_passing_builds: false)"
+            )
+            raise
 
     async def report_compliance(self, evaluation: ComplianceEvaluation) -> None:
         config: BuildStatusConfig = self.config
@@ -62,7 +74,7 @@ class BuildStatusSink(WriteBackSink):
         await self.client.send("POST", path, body)
         self.context.stats.incr("writeback.statuses")
         if config.require_passing_builds and evaluation.destination_branch:
-            await self._require_builds(evaluation.repository, evaluation.destination_branch)
+            await self._restrict(evaluation.repository, evaluation.destination_branch)
 
     async def _require_builds(self, repository: str, branch: str) -> None:
         if (repository, branch) in self._restricted:
