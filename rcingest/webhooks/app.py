@@ -124,6 +124,9 @@ class Receiver:
             return False, "stopping"
         if not self.intake.consuming:
             return False, "the pipeline is not consuming deliveries"
+        failing = self.backfill_failure()
+        if failing is not None:
+            return False, failing
         now = time.monotonic()
         if self._probe is None and now - self._probe_at > 1.0:
             # One probe at a time, its answer reused for a second: a load
@@ -132,6 +135,17 @@ class Receiver:
         if self._probe is not None:
             await asyncio.shield(self._probe)
         return (True, "ready") if self._probe_ok else (False, "the database did not commit a probe")
+
+    def backfill_failure(self) -> str | None:
+        """Why the backfill worker is not doing its work, or None when it is (or there is none)."""
+        if self.backfill is None:
+            return None
+        task = self.backfill_task
+        if task is not None and task.done() and not self.closing:
+            return "the backfill worker stopped"
+        if not self.backfill.healthy:
+            return f"the backfill queue is failing: {self.backfill.last_error}"
+        return None
 
     async def _run_probe(self) -> bool:
         try:
@@ -315,6 +329,9 @@ async def _backfill_context(app: web.Application) -> AsyncIterator[None]:
                     return await fetch_repository(client, job, settings.inventory_filters)
                 return await fetch_job(client, job, settings.max_commits)
 
+            def store_error(exc: Exception) -> None:
+                r.metrics.backfill_errors.inc()
+
             def observe(kind: str, outcome: str) -> None:
                 r.metrics.backfill_requests.labels(kind, outcome).inc()
                 r.stats.incr(f"webhook.backfill.{outcome}")
@@ -330,6 +347,10 @@ async def _backfill_context(app: web.Application) -> AsyncIterator[None]:
                 logger=r.logger,
                 redact=client.redact,
                 announce=scans.announce if settings.scanners else None,
+                on_error=store_error,
+            )
+            r.metrics.backfill_healthy.set_function(
+                lambda: 0.0 if r.backfill_failure() is not None else 1.0
             )
             r.backfill_task = asyncio.create_task(r.backfill.run(), name="rcingest-backfill")
             try:
@@ -340,13 +361,27 @@ async def _backfill_context(app: web.Application) -> AsyncIterator[None]:
         await settings.store.close()
 
 
+#: Seconds shutdown waits for the cancelled worker; past it the daemon stops anyway.
+STOP_TIMEOUT = 10.0
+
+
 async def stop_backfill(r: Receiver) -> None:
-    """Cancel the worker; its current job stays pending in the durable queue."""
+    """Cancel the worker and wait for it, bounded; its current job stays pending.
+
+    Never raises: a worker that ended with an error must not stop the
+    shutdown half-way (the intake would stay open and SIGTERM would hang).
+    """
     task, r.backfill_task = r.backfill_task, None
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    if task is None:
+        return
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=STOP_TIMEOUT)
+    if not done:
+        r.logger.error(
+            "backfill worker did not stop within %.0fs; stopping without it", STOP_TIMEOUT
+        )
+    elif not task.cancelled() and task.exception() is not None:
+        r.logger.error("backfill worker had ended: %s", r.redact(repr(task.exception())))
 
 
 def create_app(receiver: Receiver, backfill: BackfillSettings | None = None) -> web.Application:

@@ -315,8 +315,17 @@ class BackfillWorker:
         logger: logging.Logger | None = None,
         redact: Callable[[str], str] = lambda s: s,
         announce: Announce | None = None,
+        on_error: Callable[[Exception], None] | None = None,
+        error_delay_min: float = 0.5,
+        error_delay_max: float = 30.0,
     ) -> None:
         self.store = store
+        self.on_error = on_error or (lambda exc: None)
+        self.error_delay_min = error_delay_min
+        self.error_delay_max = error_delay_max
+        #: False while the queue store fails (``/readyz`` answers 503 then).
+        self.healthy = True
+        self.last_error: str | None = None
         self.announce = announce
         self.fetch = fetch
         self.deliver = deliver
@@ -334,18 +343,53 @@ class BackfillWorker:
         self._wake.set()
 
     async def run(self) -> None:
-        """Work until cancelled; an unfinished job stays pending for the next start."""
+        """Work until cancelled; an unfinished job stays pending for the next start.
+
+        A failing queue store (disk full, a lock held past the busy timeout)
+        must not end the task: that left jobs pending for ever, ``/readyz``
+        green and shutdown hanging. The error is logged, counted and shown as
+        ``healthy = False``; the loop backs off (bounded) and tries again.
+        """
+        backoff = self.error_delay_min
         while True:
-            self._wake.clear()
-            stored = await self.store.next_due()
-            if stored is None:
-                # Sleep until the next retry is due, new work arrives, or the poll.
-                due = await self.store.seconds_to_next()
-                timeout = self.poll_interval if due is None else min(due, self.poll_interval)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), max(timeout, 0.01))
+            try:
+                await self._step()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._store_failed(exc, backoff)
+                # The wake event is ignored here: new work is no reason to
+                # hammer a store that just failed.
+                await asyncio.sleep(backoff)
+                backoff = min(self.error_delay_max, backoff * 2)
                 continue
-            await self.run_one(stored)
+            backoff = self.error_delay_min
+            self.healthy, self.last_error = True, None
+
+    async def _step(self) -> None:
+        """One turn: run the next due job, or sleep until one may be due."""
+        self._wake.clear()
+        stored = await self.store.next_due()
+        if stored is None:
+            # Sleep until the next retry is due, new work arrives, or the poll.
+            due = await self.store.seconds_to_next()
+            timeout = self.poll_interval if due is None else min(due, self.poll_interval)
+            self.healthy, self.last_error = True, None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(timeout, 0.01))
+            return
+        await self.run_one(stored)
+
+    def _store_failed(self, exc: Exception, backoff: float) -> None:
+        error = self.redact(f"{type(exc).__name__}: {exc}")
+        if self.healthy:
+            # Once per outage at error level; repeats at debug, so a full disk
+            # does not flood the log the worker is failing to help with.
+            self.logger.error("backfill queue failing, retrying in %.1fs: %s", backoff, error)
+        else:
+            self.logger.debug("backfill queue still failing, retrying in %.1fs: %s", backoff, error)
+        self.healthy, self.last_error = False, error
+        self.on_error(exc)
 
     async def run_one(self, stored: StoredJob) -> bool:
         """Fetch, deliver and settle one job; True when it is done."""

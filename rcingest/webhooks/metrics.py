@@ -81,6 +81,16 @@ class WebhookMetrics:
             "Backfill jobs waiting in the durable queue",
             registry=r,
         )
+        self.backfill_errors = Counter(
+            "rcingest_webhook_backfill_errors",
+            "Errors of the backfill queue store seen by the worker (it backs off and retries)",
+            registry=r,
+        )
+        self.backfill_healthy = Gauge(
+            "rcingest_webhook_backfill_healthy",
+            "1 while the backfill worker runs and its queue store works, else 0",
+            registry=r,
+        )
         # Labelled children, looked up once: ``labels()`` takes a lock and
         # builds a key on every call, which adds up on the request path.
         self._deliveries: dict[tuple[str, str], Any] = {}

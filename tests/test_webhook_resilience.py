@@ -1,0 +1,87 @@
+"""Issue 15: the daemon under failure: a failing backfill queue, a full disk,
+secrets in the queue, slow-header connections."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+
+from rcingest.testing import FakeBitbucket, GenSpec
+from rcingest.testing.fake_bitbucket.data import FakeData
+from tests.test_webhook_backfill import TOKEN, daemon, post, push_payload, wait_for
+
+
+async def get(url: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as s, s.get(url) as r:
+        return r.status, await r.text()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def down_api(data: FakeData) -> str:
+    """The base URL of a fake Bitbucket that is not running: every job fails and retries."""
+    fake = FakeBitbucket(data, expected_auth=f"Bearer {TOKEN}")
+    await fake.start()
+    port = fake.port
+    await fake.stop()
+    return f"http://127.0.0.1:{port}/2.0"
+
+
+async def test_backfill_worker_survives_a_locked_queue(tmp_path: Path) -> None:
+    """A lock held past the busy timeout: the worker lives, /readyz says why, and recovers."""
+    data = FakeData(GenSpec(repositories=1, branches=2, commits=40))
+    raw = push_payload(data, "main", new_commits=9)
+    queue = tmp_path / "backfill.db"
+    locker = sqlite3.connect(queue, isolation_level=None)
+    async with daemon(tmp_path, await down_api(data)) as (runner, url):
+        receiver = runner.source.receiver  # type: ignore[attr-defined]
+        worker = receiver.backfill
+        # The real 5 s busy timeout, shortened so the test does not wait for it.
+        await worker.store._run(lambda db: db.execute("PRAGMA busy_timeout=50"))
+        base = url.rsplit("/webhooks", 1)[0]
+        assert await post(url, raw, "repo:push", "push-lock") == 200
+        await wait_for(lambda: runner.context.stats.get("webhook.backfill.retry") >= 1)
+        assert (await get(base + "/readyz"))[0] == 200
+
+        # Another process takes the queue's write lock and keeps it: the
+        # worker's retry() fails with "database is locked".
+        locker.execute("BEGIN EXCLUSIVE")
+        await wait_for(lambda: not worker.healthy)
+        status, body = await get(base + "/readyz")
+        assert status == 503 and "backfill queue is failing" in body, body
+        assert "database is locked" in body
+        _, text = await get(base + "/metrics")
+        assert "rcingest_webhook_backfill_healthy 0.0" in text
+        errors = [
+            ln for ln in text.splitlines() if ln.startswith("rcingest_webhook_backfill_errors")
+        ]
+        assert errors and float(errors[0].split()[-1]) >= 1
+        await asyncio.sleep(1.0)  # a few backoff rounds: the task is still there
+        assert not receiver.backfill_task.done()
+
+        locker.execute("ROLLBACK")
+        await eventually(lambda: _status_is(base + "/readyz", 200))
+        _, text = await get(base + "/metrics")
+        assert "rcingest_webhook_backfill_healthy 1.0" in text
+
+        # Failing again, then SIGTERM's path: the daemon stops within a bound.
+        locker.execute("BEGIN EXCLUSIVE")
+        await wait_for(lambda: not worker.healthy)
+        stopping = time.monotonic()
+    assert time.monotonic() - stopping < 10
+    locker.execute("ROLLBACK")
+    locker.close()
+
+
+async def _status_is(url: str, status: int) -> bool:
+    return (await get(url))[0] == status
