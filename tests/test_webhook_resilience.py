@@ -4,16 +4,29 @@ secrets in the queue, slow-header connections."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
+import msgspec
 
 from rcingest.testing import FakeBitbucket, GenSpec
 from rcingest.testing.fake_bitbucket.data import FakeData
-from tests.test_webhook_backfill import TOKEN, daemon, post, push_payload, wait_for
+from rcingest.webhooks.decode import BackfillJob
+from tests.test_webhook_backfill import (
+    REPO,
+    SECRET,
+    TOKEN,
+    daemon,
+    post,
+    pr_payload,
+    push_payload,
+    rows,
+    wait_for,
+)
 
 
 async def get(url: str) -> tuple[int, str]:
@@ -85,3 +98,26 @@ async def test_backfill_worker_survives_a_locked_queue(tmp_path: Path) -> None:
 
 async def _status_is(url: str, status: int) -> bool:
     return (await get(url))[0] == status
+
+
+async def test_queue_keeps_no_secret_from_a_pull_request(tmp_path: Path) -> None:
+    """A token pasted into a PR title and description is masked in the queue file too."""
+    data = FakeData(GenSpec(repositories=1, branches=2, commits=30))
+    pr = data.repos[REPO].pull_requests[0]
+    body = json.loads(pr_payload(data, pr.id))
+    body["pullrequest"]["title"] = f"ABC-1 leaked {TOKEN} and {SECRET}"
+    body["pullrequest"]["description"] = f"token: {TOKEN}"
+    async with daemon(tmp_path, await down_api(data)) as (runner, url):
+        raw = json.dumps(body).encode()
+        assert await post(url, raw, "pullrequest:created", "pr-secret") == 200
+        await wait_for(lambda: runner.context.stats.get("webhook.backfill.retry") >= 1)
+    queue = tmp_path / "backfill.db"
+    for path in tmp_path.glob("backfill.db*"):
+        assert TOKEN.encode() not in path.read_bytes(), path
+        assert SECRET.encode() not in path.read_bytes(), path
+    # The job still runs: what builds its API path is untouched.
+    (stored,) = rows(queue, "SELECT job FROM backfill_jobs WHERE state = 'pending'")
+    job = msgspec.json.decode(stored[0], type=BackfillJob)
+    assert job.kind == "pr_commits" and job.repository == REPO
+    assert job.pull_request is not None and job.pull_request.id == pr.id
+    assert job.pull_request.title == "ABC-1 leaked *** and ***"

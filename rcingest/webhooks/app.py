@@ -302,6 +302,7 @@ async def _backfill_context(app: web.Application) -> AsyncIterator[None]:
     if settings is None:
         yield
         return
+    settings.store.mask(settings.secrets)
     await settings.store.open()
     try:
         async with BitbucketClient(

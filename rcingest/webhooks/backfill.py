@@ -18,7 +18,7 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -72,6 +72,38 @@ class BackfillStore:
         self.synchronous = synchronous
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rcingest-backfill")
         self._db: sqlite3.Connection | None = None
+        self._secrets: tuple[str, ...] = ()
+
+    def mask(self, secrets: Iterable[str]) -> None:
+        """Keep these values out of the file, as the main tables do (issue 15, defect 8).
+
+        Only what the job does not need to run is masked: its key (a
+        de-duplication label) and a pull request's free text (title,
+        description, author name), which the database sink masks anyway when
+        the job's records arrive. Repository names, hashes and branch names
+        are kept as they are: they build the API path or are compared with
+        what the API lists, and a masked one would break the job.
+        """
+        self._secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
+
+    def _clean(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, "***")
+        return text
+
+    def _masked(self, job: BackfillJob) -> BackfillJob:
+        if not self._secrets:
+            return job
+        pr = job.pull_request
+        if pr is not None:
+            pr = msgspec.structs.replace(
+                pr,
+                title=self._clean(pr.title),
+                description=self._clean(pr.description),
+                author_name=None if pr.author_name is None else self._clean(pr.author_name),
+            )
+        return msgspec.structs.replace(job, key=self._clean(job.key), pull_request=pr)
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,7 +139,8 @@ class BackfillStore:
     async def add(self, jobs: Sequence[BackfillJob]) -> int:
         """Record ``jobs`` durably; a job whose key is already known is not added again."""
         now = time.time()
-        rows = [(job.key, _encode(job), now) for job in jobs]
+        masked = [self._masked(job) for job in jobs]
+        rows = [(job.key, _encode(job), now) for job in masked]
 
         def insert(db: sqlite3.Connection) -> int:
             before = db.total_changes
@@ -151,6 +184,7 @@ class BackfillStore:
 
     async def finish(self, key: str) -> None:
         """Mark the job with ``key`` done (a job run outside the worker)."""
+        key = self._clean(key)  # stored masked by add()
         await self._run(
             lambda db: db.execute(
                 "UPDATE backfill_jobs SET state = 'done', last_error = NULL WHERE key = ?", (key,)
@@ -164,7 +198,7 @@ class BackfillStore:
             lambda db: db.execute(
                 "UPDATE backfill_jobs SET attempts = attempts + 1, state = ?, not_before = ?, "
                 "last_error = ? WHERE id = ?",
-                (state, time.time() + delay, error[:500], job_id),
+                (state, time.time() + delay, self._clean(error)[:500], job_id),
             )
         )
 
