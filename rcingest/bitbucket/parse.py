@@ -14,6 +14,7 @@ from typing import Any, TypeVar, cast, get_args
 import msgspec
 
 from rcingest.bitbucket import api
+from rcingest.nul import strip_nul
 from rcingest.records import Commit, FileChange, FileStatus, PullRequest, Repository
 
 __all__ = [
@@ -60,16 +61,18 @@ def commit_from_api(
     c = _as(value, api.Commit)
     user = c.author.user
     name = (user.display_name if user else None) or author_name_from_raw(c.author.raw)
-    return Commit(
-        hash=c.hash,
-        repository=repository,
-        date=_aware(c.date),
-        branches=list(branches),
-        author_raw=c.author.raw,
-        author_name=name,
-        author_account_id=user.account_id if user else None,
-        message=c.message,
-        parents=[p.hash for p in c.parents],
+    return strip_nul(
+        Commit(
+            hash=c.hash,
+            repository=repository,
+            date=_aware(c.date),
+            branches=list(branches),
+            author_raw=c.author.raw,
+            author_name=name,
+            author_account_id=user.account_id if user else None,
+            message=c.message,
+            parents=[p.hash for p in c.parents],
+        )
     )
 
 
@@ -80,12 +83,14 @@ def file_from_diffstat(value: dict[str, Any] | api.DiffStat) -> FileChange:
     new = d.new.path if d.new is not None and d.new.path else None
     status = d.status if d.status in _STATUSES else "modified"
     path = new or old or ""
-    return FileChange(
-        path=path,
-        status=cast(FileStatus, status),
-        old_path=old if old is not None and old != path else None,
-        lines_added=d.lines_added or 0,
-        lines_removed=d.lines_removed or 0,
+    return strip_nul(
+        FileChange(
+            path=path,
+            status=cast(FileStatus, status),
+            old_path=old if old is not None and old != path else None,
+            lines_added=d.lines_added or 0,
+            lines_removed=d.lines_removed or 0,
+        )
     )
 
 
@@ -100,22 +105,26 @@ def pull_request_from_api(
     """A ``PullRequest`` record; ``merge_commit`` keeps Bitbucket's hash (12 characters)."""
     p = _as(value, api.PullRequest)
     state = p.state if p.state in _PR_STATES else "OPEN"
-    return PullRequest(
-        id=p.id,
-        repository=repository,
-        title=p.title,
-        state=state,  # type: ignore[arg-type]
-        source_branch=p.source.branch.name,
-        destination_branch=p.destination.branch.name,
-        # As the payload says it (a fork's full name for a pull request from a fork).
-        source_repository=(p.source.repository.full_name or None) if p.source.repository else None,
-        created_on=_aware(p.created_on),
-        updated_on=_aware(p.updated_on),
-        description=p.description or "",
-        author_name=p.author.display_name if p.author else None,
-        author_account_id=p.author.account_id if p.author else None,
-        merge_commit=p.merge_commit.hash if p.merge_commit else None,
-        commit_hashes=list(commit_hashes),
+    return strip_nul(
+        PullRequest(
+            id=p.id,
+            repository=repository,
+            title=p.title,
+            state=state,  # type: ignore[arg-type]
+            source_branch=p.source.branch.name,
+            destination_branch=p.destination.branch.name,
+            # As the payload says it (a fork's full name for a pull request from a fork).
+            source_repository=(p.source.repository.full_name or None)
+            if p.source.repository
+            else None,
+            created_on=_aware(p.created_on),
+            updated_on=_aware(p.updated_on),
+            description=p.description or "",
+            author_name=p.author.display_name if p.author else None,
+            author_account_id=p.author.account_id if p.author else None,
+            merge_commit=p.merge_commit.hash if p.merge_commit else None,
+            commit_hashes=list(commit_hashes),
+        )
     )
 
 
@@ -127,20 +136,22 @@ def repository_from_api(value: dict[str, Any] | api.Repository) -> Repository:
         workspace: str | None = r.full_name.split("/", 1)[0]
     else:
         workspace = r.workspace.slug if r.workspace else None
-    return Repository(
-        full_name=r.full_name,
-        uuid=r.uuid,
-        name=r.name,
-        workspace=workspace,
-        is_private=r.is_private,
-        mainbranch=r.mainbranch.name if r.mainbranch and r.mainbranch.name else None,
-        language=r.language or None,
-        updated_on=_aware(r.updated_on) if r.updated_on else None,
-        web_url=r.links.html.href if r.links and r.links.html and r.links.html.href else None,
-        project=r.project.key if r.project and r.project.key else None,
-        size=r.size,
-        created_on=_aware(r.created_on) if r.created_on else None,
-        fork_of=r.parent.full_name if r.parent and r.parent.full_name else None,
+    return strip_nul(
+        Repository(
+            full_name=r.full_name,
+            uuid=r.uuid,
+            name=r.name,
+            workspace=workspace,
+            is_private=r.is_private,
+            mainbranch=r.mainbranch.name if r.mainbranch and r.mainbranch.name else None,
+            language=r.language or None,
+            updated_on=_aware(r.updated_on) if r.updated_on else None,
+            web_url=r.links.html.href if r.links and r.links.html and r.links.html.href else None,
+            project=r.project.key if r.project and r.project.key else None,
+            size=r.size,
+            created_on=_aware(r.created_on) if r.created_on else None,
+            fork_of=r.parent.full_name if r.parent and r.parent.full_name else None,
+        )
     )
 
 

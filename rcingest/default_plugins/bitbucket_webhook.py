@@ -59,6 +59,10 @@ class WebhookConfig(ClientConfig):
     ack_timeout: Annotated[float, msgspec.Meta(gt=0, le=60)] = 9.0
     #: Seconds ``stop`` waits for in-flight requests and the HTTP server to finish.
     shutdown_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    #: Seconds a connection may take to send its request headers, and may stay
+    #: idle between requests; then it is closed (a slow-header client cannot
+    #: hold a connection for ever).
+    header_timeout: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 10.0
     #: Complete truncated pushes and fetch PR commits through the REST client
     #: (only when ``auth`` holds credentials).
     backfill: bool = True
@@ -202,7 +206,15 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
             )
         self.app = create_app(self.receiver, backfill)
         self._runner = web.AppRunner(
-            self.app, handle_signals=False, access_log=None, shutdown_timeout=cfg.shutdown_timeout
+            self.app,
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=cfg.shutdown_timeout,
+            # aiohttp's keep-alive timer runs from the connection's start and
+            # after each response, and closes a connection still waiting for a
+            # complete request line and headers: the header timeout (issue 15,
+            # defect 9). Its default (3630 s) let slow-header clients stay.
+            keepalive_timeout=cfg.header_timeout,
         )
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, cfg.host, cfg.port, reuse_address=True)

@@ -16,14 +16,22 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Literal
 
 import msgspec
 
 from rcingest.bitbucket import api
 from rcingest.bitbucket.parse import commit_from_api, pull_request_from_api
+from rcingest.nul import strip_nul
 from rcingest.records import Commit, PullRequest, PullRequestRef, Record, WebhookDelivery
+from rcingest.webhooks.checks import (
+    check_full_name,
+    check_hash,
+    check_moment,
+    check_pr_refs,
+    shape_error,
+)
 from rcingest.webhooks.events import KNOWN_EVENTS, PR_EVENTS, PUSH, STORED_EVENTS
 
 # Re-exported: callers import the header names from here, as before.
@@ -69,21 +77,6 @@ def backfill_safe(repository: str) -> bool:
 
 
 _PR_STATES = frozenset({"OPEN", "MERGED", "DECLINED", "SUPERSEDED"})
-
-
-def _check_moment(event: str, what: str, moment: datetime | None) -> None:
-    """Refuse a timestamp that cannot be stored or shown in every time zone.
-
-    Its UTC value must fall within years 2 to 9998, so no conversion overflows.
-    """
-    if moment is None:
-        return
-    try:
-        year = (moment.astimezone(UTC) if moment.tzinfo is not None else moment).year
-    except OverflowError:
-        year = 0
-    if not 1 < year < 9999:
-        raise DecodeError(f"{event} payload has {what} out of range: {moment.isoformat()}")
 
 
 # ---- payload shapes (lenient: only the fields used) -------------------------
@@ -193,32 +186,13 @@ def _commit(c: _Commit, repository: str, branches: list[str], fallback: datetime
     return commit_from_api(c, repository, branches)
 
 
-def shape_error(
-    event: str, exc: msgspec.MsgspecError | UnicodeDecodeError, body: bytes
-) -> DecodeError:
-    if isinstance(exc, msgspec.ValidationError):
-        return DecodeError(f"{event} payload of the wrong shape: {exc}")
-    # Older msgspec hands strings that are not UTF-8 to Python (UnicodeDecodeError);
-    # 0.23 reports them itself, in words of its own. Say it in ours, whichever it was.
-    if isinstance(exc, UnicodeDecodeError) or not _is_utf8(body):
-        return DecodeError("body is not valid JSON: not UTF-8")
-    return DecodeError(f"body is not valid JSON: {exc}")
-
-
-def _is_utf8(body: bytes) -> bool:
-    try:
-        body.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
 def _decode_push(body: bytes, headers: DeliveryHeaders, delivery: WebhookDelivery) -> Decoded:
     try:
         event = _push_decoder.decode(body)
     except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
         raise shape_error(headers.event, exc, body) from None
     repo = event.repository.full_name
+    check_full_name(headers.event, "repository.full_name", repo)
     commits: dict[str, Commit] = {}
     jobs: list[BackfillJob] = []
     keys: list[str] = []
@@ -228,10 +202,16 @@ def _decode_push(body: bytes, headers: DeliveryHeaders, delivery: WebhookDeliver
         ref_name = ref.name if ref is not None else ""
         is_branch = ref is not None and ref.type in ("branch", "named_branch")
         head = change.new.target.hash if change.new and change.new.target else None
+        for side, end in (("new", change.new), ("old", change.old)):
+            if end is not None and end.target is not None:
+                check_hash(headers.event, f"{side}.target.hash", end.target.hash)
         keys.append(f"{ref.type if ref else '?'}:{ref_name}:{head or 'deleted'}")
         branches = [ref_name] if is_branch and change.new is not None else []
         for raw in change.commits:
-            _check_moment(headers.event, f"commit {raw.hash[:12]!r} date", raw.date)
+            check_hash(headers.event, "commit hash", raw.hash)
+            for parent in raw.parents:
+                check_hash(headers.event, f"commit {raw.hash[:12]!r} parent", parent.hash)
+            check_moment(headers.event, f"commit {raw.hash[:12]!r} date", raw.date)
             known = commits.get(raw.hash)
             if known is None:
                 commits[raw.hash] = _commit(raw, repo, list(branches), delivery.received_at)
@@ -276,8 +256,9 @@ def _decode_pr(
         raise DecodeError(f"{headers.event} payload of the wrong shape: unknown state {pr.state!r}")
     if not 1 <= pr.id <= MAX_ID:
         raise DecodeError(f"{headers.event} payload has pull request id {pr.id} out of range")
-    _check_moment(headers.event, "created_on", pr.created_on)
-    _check_moment(headers.event, "updated_on", pr.updated_on)
+    check_moment(headers.event, "created_on", pr.created_on)
+    check_moment(headers.event, "updated_on", pr.updated_on)
+    check_pr_refs(headers.event, pr, repo)
     # merge_commit keeps the 12-character abbreviation of webhook payloads (§0.8).
     record = pull_request_from_api(pr, repo, [])
     source = pr.source.repository.full_name if pr.source.repository else ""
@@ -338,8 +319,36 @@ def decode(
     ``delivery.outcome`` ``"ignored"`` (a documented event) or
     ``"unknown_event"``; the caller answers 202 and stores nothing. Raises
     :class:`DecodeError` for a missing event key, a body that is not JSON or
-    a payload of the wrong shape.
+    a payload of the wrong shape or with a value :mod:`rcingest.webhooks.checks`
+    refuses, never anything else (JSON nested too deeply included).
+    Text fields lose their NUL characters (:mod:`rcingest.nul`).
     """
+    try:
+        decoded = _decode(
+            headers,
+            body,
+            received_at=received_at,
+            scan=scan_pull_requests,
+            compliance_keys=compliance_keys,
+            inventory=inventory,
+        )
+    except RecursionError:
+        # msgspec gives up past its nesting limit; Bitbucket never nests that deep.
+        raise DecodeError("body is not valid JSON: nested too deeply") from None
+    # A JSON string spells NUL only as this escape; records from parse.py are
+    # already clean, the delivery and the jobs may not be.
+    return strip_nul(decoded) if b"\\u0000" in body else decoded
+
+
+def _decode(
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    received_at: datetime,
+    scan: bool,
+    compliance_keys: frozenset[str] | None,
+    inventory: bool,
+) -> Decoded:
     head = read_headers(headers)
     # Retries of one delivery must map to one row even without X-Request-UUID.
     request_uuid = head.request_uuid or "sha256:" + hashlib.sha256(body).hexdigest()
@@ -363,7 +372,7 @@ def decode(
         if head.event in repo_events.REPO_EVENTS:
             return repo_events.decode_repo(body, head, delivery)
     if head.event in PR_EVENTS:
-        decoded = _decode_pr(body, head, delivery, scan_pull_requests)
+        decoded = _decode_pr(body, head, delivery, scan)
         if compliance_keys is not None:
             from rcingest.webhooks import review_events as rev
 

@@ -22,12 +22,12 @@ import msgspec
 from rcingest.bitbucket import api
 from rcingest.bitbucket.parse import repository_from_api
 from rcingest.records import Repository, WebhookDelivery
+from rcingest.webhooks.checks import check_full_name, shape_error
 from rcingest.webhooks.decode import (
     BackfillJob,
     Decoded,
     DeliveryHeaders,
     backfill_safe,
-    shape_error,
 )
 
 __all__ = ["REPO_EVENTS", "decode_repo", "push_activity", "repo_sync_job"]
@@ -67,6 +67,12 @@ def decode_repo(body: bytes, headers: DeliveryHeaders, delivery: WebhookDelivery
         event = _decoder.decode(body)
     except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
         raise shape_error(headers.event, exc, body) from None
+    check_full_name(headers.event, "repository.full_name", event.repository.full_name)
+    if event.fork is not None:
+        check_full_name(headers.event, "fork.full_name", event.fork.full_name)
+    old = event.changes.full_name.old if event.changes and event.changes.full_name else None
+    if old:
+        check_full_name(headers.event, "changes.full_name.old", old)
     repo = repository_from_api(event.repository)
     delivery.repository = repo.full_name
     delivery.content_key = (

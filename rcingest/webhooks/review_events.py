@@ -23,13 +23,13 @@ import re
 import msgspec
 
 from rcingest.records import WebhookDelivery
+from rcingest.webhooks.checks import check_full_name, shape_error
 from rcingest.webhooks.decode import (
     BackfillJob,
     Decoded,
     DecodeError,
     DeliveryHeaders,
     backfill_safe,
-    shape_error,
 )
 
 __all__ = [
@@ -135,6 +135,7 @@ def decode_review(body: bytes, headers: DeliveryHeaders, delivery: WebhookDelive
     except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
         raise shape_error(headers.event, exc, body) from None
     repo, pr = event.repository.full_name, event.pullrequest
+    check_full_name(headers.event, "repository.full_name", repo)
     if pr.id < 1:
         raise DecodeError(f"{headers.event} payload has pull request id {pr.id} out of range")
     when = event.approval or event.changes_request
@@ -168,6 +169,7 @@ def decode_status(
     except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
         raise shape_error(headers.event, exc, body) from None
     repo, status = event.repository.full_name, event.commit_status
+    check_full_name(headers.event, "repository.full_name", repo)
     commit = status_commit(status)
     if commit is None:
         raise DecodeError(f"{headers.event} payload names no commit (commit_status.links.commit)")

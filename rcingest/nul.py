@@ -1,0 +1,54 @@
+"""The one rule for NUL characters in text from Bitbucket: they are removed.
+
+PostgreSQL ``text`` cannot hold U+0000 (an insert fails, so a webhook
+delivery carrying one would be refused on every retry), while SQLite stores
+it. So that both databases store the same thing, every record built from
+Bitbucket JSON (REST pages and webhook payloads alike) goes through
+:func:`strip_nul`: each NUL in each text field is dropped, nothing else
+changes. Git itself forbids NUL in branch names and paths; in messages and
+titles it carries no meaning.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar, cast
+
+import msgspec
+
+__all__ = ["strip_nul"]
+
+T = TypeVar("T")
+
+
+def strip_nul(value: T) -> T:
+    """``value`` with every NUL character removed from the strings it holds.
+
+    Walks Structs, lists, tuples and dicts; returns ``value`` itself when it
+    holds no NUL (the usual case costs one scan per string, no copies).
+    """
+    return cast(T, _strip(value))
+
+
+def _strip(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "") if "\x00" in value else value
+    if isinstance(value, msgspec.Struct):
+        changed = {}
+        for name in value.__struct_fields__:
+            old = getattr(value, name)
+            new = _strip(old)
+            if new is not old:
+                changed[name] = new
+        return msgspec.structs.replace(value, **changed) if changed else value
+    if isinstance(value, list | tuple):
+        items = [_strip(v) for v in value]
+        if all(a is b for a, b in zip(items, value, strict=True)):
+            return value
+        return items if isinstance(value, list) else tuple(items)
+    if isinstance(value, dict):
+        pairs = {_strip(k): _strip(v) for k, v in value.items()}
+        same = len(pairs) == len(value) and all(
+            k in value and value[k] is v for k, v in pairs.items()
+        )
+        return value if same else pairs
+    return value
