@@ -4,11 +4,13 @@ secrets in the queue, slow-header connections."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import msgspec
@@ -121,3 +123,66 @@ async def test_queue_keeps_no_secret_from_a_pull_request(tmp_path: Path) -> None
     assert job.kind == "pr_commits" and job.repository == REPO
     assert job.pull_request is not None and job.pull_request.id == pr.id
     assert job.pull_request.title == "ABC-1 leaked *** and ***"
+
+
+async def test_slow_header_connection_is_closed(tmp_path: Path) -> None:
+    """A client that never finishes its request line is disconnected within header_timeout."""
+    import textwrap
+
+    import rcingest.default_plugins.bitbucket_webhook as webhook_plugin  # noqa: F401
+    from rcingest.config import load_pipeline
+    from rcingest.pipeline import Runner
+    from tests.test_webhook_backfill import registry
+
+    pipeline = tmp_path / "slow.yaml"
+    pipeline.write_text(
+        textwrap.dedent(
+            f"""
+            name: slow
+            source:
+              type: bitbucket_webhook
+              config: {{port: 0, secret: '{SECRET}', header_timeout: 0.5}}
+            sinks: [{{type: database, config: {{database: '{tmp_path}/commits.db'}}}}]
+            """
+        )
+    )
+    loaded = load_pipeline(pipeline, registry(), environ={})
+    runner = Runner(loaded, _context(tmp_path))
+    task = asyncio.create_task(runner.run())
+    try:
+        await wait_for(lambda: runner.source.bound_port is not None)  # type: ignore[attr-defined]
+        port = runner.source.bound_port  # type: ignore[attr-defined]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        started = time.monotonic()
+        writer.write(b"POST /webhooks/bitbucket HTTP/1.1\r\nHost: x\r\nX-Event")
+        await writer.drain()
+        # Trickle bytes: data arriving must not keep a header-less connection alive.
+        for _ in range(3):
+            await asyncio.sleep(0.1)
+            with contextlib.suppress(ConnectionError):
+                writer.write(b"-")
+        rest = await asyncio.wait_for(reader.read(), 5)  # EOF once the server closes
+        assert time.monotonic() - started < 2.0
+        assert b"200" not in rest
+        writer.close()
+    finally:
+        await runner.stop()
+        await asyncio.wait_for(task, 30)
+
+
+def _context(tmp_path: Path) -> Any:
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from rcingest.interfaces import RunContext
+
+    return RunContext(
+        run_id="slow",
+        pipeline_name="slow",
+        timezone=ZoneInfo("UTC"),
+        started_at=datetime.now(UTC),
+        base_dir=tmp_path,
+        source_id="slow:src",
+        mode="serve",
+        secrets=frozenset({SECRET}),
+    )
