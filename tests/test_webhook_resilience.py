@@ -186,3 +186,32 @@ def _context(tmp_path: Path) -> Any:
         mode="serve",
         secrets=frozenset({SECRET}),
     )
+
+
+async def test_full_disk_reports_sqlite_error_not_the_rollback(tmp_path: Path) -> None:
+    """SQLite's own "database or disk is full", not peewee's failed rollback after it."""
+    from rcingest.default_plugins.database import DatabaseConfig, DatabaseSink
+    from rcingest.interfaces import Batch
+    from tests.test_database_sink import commit, make_context
+
+    sink = DatabaseSink(DatabaseConfig(database=str(tmp_path / "full.db")), make_context(tmp_path))
+    with contextlib.suppress(Exception):  # the sink's exit fails too: the disk is full
+        async with sink:
+            # A real SQLITE_FULL: the file may not grow past its current size.
+            pages = await sink._call(
+                "limit",
+                lambda: sink.db.execute_sql("PRAGMA page_count").fetchone()[0],  # type: ignore[no-untyped-call]
+            )
+            await sink._call(
+                "limit",
+                lambda: sink.db.execute_sql(f"PRAGMA max_page_count={pages}"),  # type: ignore[no-untyped-call]
+            )
+            big = [commit(n, message="x" * 4000) for n in range(1, 200)]
+            try:
+                await sink.write(Batch(big, []))
+            except Exception as exc:
+                error = str(exc)
+            else:
+                raise AssertionError("the write did not fail")
+    assert "full" in error, error
+    assert "cannot rollback" not in error, error

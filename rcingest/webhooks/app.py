@@ -104,6 +104,20 @@ class Receiver:
     _probe: asyncio.Future[bool] | None = None
     _probe_at: float = 0.0
     _probe_ok: bool = False
+    #: When a delivery's commit last failed (None: the last one went in).
+    _failed_at: float | None = None
+
+    def note_write(self, ok: bool) -> None:
+        """A delivery was committed (``ok``) or not: /readyz follows at once.
+
+        Without this a cached probe answered 200 for up to a second and a
+        half after deliveries began to get 503 (issue 15, defect 7).
+        """
+        if ok:
+            self._failed_at = None
+        elif self._failed_at is None:
+            self._failed_at = time.monotonic()
+            self._probe_at = 0.0  # the next /readyz probes afresh
 
     async def deliver(self, records: list[Record]) -> bool:
         """Hand ``records`` to the pipeline and wait until committed (False when not)."""
@@ -132,6 +146,10 @@ class Receiver:
             # One probe at a time, its answer reused for a second: a load
             # balancer polling hard must not turn into a write storm.
             self._probe = asyncio.ensure_future(self._run_probe())
+        if self._failed_at is not None:
+            # Not waiting: the probe started above clears this once the
+            # database commits again.
+            return False, "the last database write failed"
         if self._probe is not None:
             await asyncio.shield(self._probe)
         return (True, "ready") if self._probe_ok else (False, "the database did not commit a probe")
@@ -148,6 +166,7 @@ class Receiver:
         return None
 
     async def _run_probe(self) -> bool:
+        started = time.monotonic()
         try:
             state = {"probed_at": datetime.now(UTC).isoformat()}
             sub = self.intake.submit([], stream=PROBE_STREAM, state=state)
@@ -155,6 +174,8 @@ class Receiver:
         except (Closed, TimeoutError):
             ok = False
         self._probe_ok, self._probe_at, self._probe = ok, time.monotonic(), None
+        if ok and self._failed_at is not None and self._failed_at <= started:
+            self._failed_at = None  # committed after the failure: writable again
         return ok
 
 
@@ -260,6 +281,7 @@ async def handle_delivery(request: web.Request) -> web.Response:
     except TimeoutError:
         r.intake.forget(sub)
         ok = False
+    r.note_write(ok)
     if not ok:
         r.metrics.delivery(delivery.event, "unavailable")
         r.stats.incr("webhook.rejected")

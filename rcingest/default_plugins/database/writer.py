@@ -9,7 +9,9 @@ moves.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import peewee
@@ -134,6 +136,28 @@ def _keep(model: Any, name: str) -> Any:
     return fn.COALESCE(getattr(EXCLUDED, name), getattr(model, name))
 
 
+@contextlib.contextmanager
+def _transaction(db: peewee.Database) -> Iterator[None]:
+    """``db.atomic()``, but a failed rollback never hides why the transaction failed.
+
+    SQLite rolls a transaction back itself on some errors ("database or disk
+    is full"); peewee's rollback then fails with "cannot rollback - no
+    transaction is active", and that message replaced the real one in every
+    log line (issue 15, defect 7). The original error is raised instead.
+    """
+    try:
+        with db.atomic():
+            yield
+    except (peewee.OperationalError, sqlite3.OperationalError) as exc:
+        # (peewee's rollback calls sqlite3 directly: its error is not wrapped.)
+        original: BaseException | None = exc
+        while original is not None and "no transaction is active" in str(original):
+            original = original.__context__
+        if original is not None and original is not exc and isinstance(original, Exception):
+            raise original from None
+        raise
+
+
 def write_rows(
     db: peewee.Database, m: Models, rows: r.Rows, after: Callable[[], None] | None = None
 ) -> int:
@@ -142,7 +166,7 @@ def write_rows(
     ``after`` runs last inside the same transaction (the sink updates its
     ``runs`` row there).
     """
-    with db.atomic():
+    with _transaction(db):
         write_repositories(db, m, rows, _insert)
         c = m.commits
         _insert(
