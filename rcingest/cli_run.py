@@ -64,7 +64,14 @@ log = logging.getLogger("rcingest.cli")
     cls=GreedyOption,
     help="Branches: `--branches main develop`, commas or repetition.",
 )
-@click.option("--database", help="Database path or postgresql:// URL.")
+@click.option(
+    "--database",
+    # The environment keeps a postgresql:// password out of `ps` (docs/database.md).
+    envvar="RCINGEST_DATABASE_URL",
+    show_envvar=True,
+    help="Database path or postgresql:// URL (overrides the pipeline's); prefer the "
+    "environment variable for a URL with a password.",
+)
 @click.option("--artifacts-dir", type=click.Path(file_okay=False), help="Where JSON artifacts go.")
 @click.option("--dry-run", is_flag=True, help="Fetch and enrich, write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
@@ -182,7 +189,14 @@ def _run_to_end(runner: Runner) -> tuple[RunResult, RcingestError | None]:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="The pipeline file.")
 @click.option("--host", help="Address to listen on (overrides the source's host).")
 @click.option("--port", type=click.IntRange(0, 65535), help="Port to listen on.")
-@click.option("--database", help="Database path or postgresql:// URL.")
+@click.option(
+    "--database",
+    # The environment keeps a postgresql:// password out of `ps` (docs/database.md).
+    envvar="RCINGEST_DATABASE_URL",
+    show_envvar=True,
+    help="Database path or postgresql:// URL (overrides the pipeline's); prefer the "
+    "environment variable for a URL with a password.",
+)
 @verbosity_options
 @click.pass_context
 def serve(

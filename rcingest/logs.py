@@ -1,7 +1,9 @@
 """Log output of ``run`` and ``serve``: zoned stamps, text or JSON lines, stderr and a rotated file.
 
 Every handler carries the same ``RedactingFilter`` (``rcingest.runtime``), so a
-secret reaches neither the terminal nor the file nor a log shipper. Stamps are
+secret reaches neither the terminal nor the file nor a log shipper. The
+handlers are the root logger's, so third-party records (aiohttp's server
+errors) pass the filter as well. Stamps are
 in the pipeline's zone with its offset and milliseconds
 (``2026-12-02T10:15:03.120-07:00``); before the pipeline is loaded they are
 UTC (``+00:00``).
@@ -79,6 +81,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str, ensure_ascii=False)
 
 
+class _LastResort(logging.Handler):
+    """``logging.lastResort`` with the redacting filter: the message to the current stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:  # as logging's own handlers: never raise
+            self.handleError(record)
+
+
 def _level(name: str | None) -> int:
     return logging.getLevelName(name.upper()) if name else logging.INFO
 
@@ -103,7 +115,7 @@ def setup_logging(
     log_format: str | None = None,
     run_id: str | None = None,
 ) -> list[logging.Handler]:
-    """(Re)configure the ``rcingest`` logger: stderr, and a rotated file if one is asked for.
+    """(Re)configure logging: stderr, and a rotated file if one is asked for, all redacted.
 
     ``verbosity`` is -1 (``-q``: errors only on stderr), 0 or more (``-v``:
     debug). ``log_file`` and ``log_format`` (the flags) override ``config``
@@ -133,15 +145,26 @@ def setup_logging(
     if path:
         handlers.append(prepare(_file_handler(Path(path), config), file_level))
 
-    root = logging.getLogger("rcingest")
-    for old in list(root.handlers):
-        if getattr(old, _MARK, False):
-            root.removeHandler(old)
-            if isinstance(old, logging.FileHandler):
-                old.close()
+    # The handlers sit on the root logger, so records of every library (aiohttp's
+    # "Error handling request" quoting a bad header line, asyncio, ...) pass the
+    # same filter; on "rcingest" alone those reached stderr through Python's
+    # last-resort handler, unredacted. Libraries keep the root's level (WARNING
+    # unless someone changed it); "rcingest" gets the chosen one.
+    root, own = logging.getLogger(), logging.getLogger("rcingest")
+    for logger in (root, own):
+        for old in list(logger.handlers):
+            if getattr(old, _MARK, False):
+                logger.removeHandler(old)
+                if isinstance(old, logging.FileHandler):
+                    old.close()
     for handler in handlers:
         root.addHandler(handler)
-    root.setLevel(min(h.level for h in handlers))
+    own.setLevel(min(h.level for h in handlers))
+    # Used only for a logger that does not propagate and has no handler of its
+    # own; redacted too, so no path to stderr skips the filter.
+    last_resort = _LastResort(logging.WARNING)
+    last_resort.addFilter(redacting)
+    logging.lastResort = last_resort
     for name in LIBRARY_LOGGERS:
         library = logging.getLogger(name)
         for old_filter in list(library.filters):

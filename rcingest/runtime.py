@@ -29,11 +29,54 @@ _QUERY_SECRETS = re.compile(
 )
 
 
+#: Shorter values are never replaced by substring: "pw" or " " would rewrite
+#: ordinary words and spaces in logs and stored rows (``Update***README``).
+#: Configured webhook secrets are refused at start below this length and more
+#: (``weak_secret``); this guard covers every other value redaction is given.
+MIN_REDACTED_LENGTH = 8
+#: The webhook daemon's rule (``weak_secret``): at least this long and with at
+#: least ``MIN_DISTINCT`` different characters (``aaaaaaaaaaaaaaaa`` is refused).
+MIN_SECRET_LENGTH = 16
+MIN_DISTINCT = 8
+
+
+def weak_secret(value: str, *, strict: bool = True) -> str | None:
+    """Why ``value`` is too weak to be a webhook secret, or None when it will do.
+
+    ``strict`` (the daemon's pipeline): at least 16 characters, not only
+    whitespace, at least 8 distinct characters. Not strict (the embedding
+    API, whose runbook example is ``super-secret``): not only whitespace and
+    at least 8 characters, the floor below which redaction would corrupt text.
+    The answer never quotes the value.
+    """
+    minimum = MIN_SECRET_LENGTH if strict else MIN_REDACTED_LENGTH
+    rule = f"at least {minimum} characters"
+    if strict:
+        rule += f", {MIN_DISTINCT} of them distinct (e.g. `openssl rand -hex 32`)"
+    if not value.strip():
+        problem = "is empty or only whitespace"
+    elif len(value) < minimum:
+        problem = f"has {len(value)} characters"
+    elif strict and len(set(value)) < MIN_DISTINCT:
+        problem = f"has {len(set(value))} distinct characters"
+    else:
+        return None
+    return f"{problem}; use {rule}"
+
+
+def redactable(secrets: Iterable[str]) -> frozenset[str]:
+    """The values long enough to be masked by substring (see ``MIN_REDACTED_LENGTH``)."""
+    return frozenset(v for v in secrets if len(v) >= MIN_REDACTED_LENGTH and v.strip())
+
+
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` without the given secret values and without credentials in URLs."""
-    for value in sorted(secrets, key=len, reverse=True):
-        if value:
-            text = text.replace(value, "***")
+    """``text`` without the given secret values and without credentials in URLs.
+
+    Values shorter than ``MIN_REDACTED_LENGTH`` (or only whitespace) are
+    skipped: replacing them by substring would corrupt unrelated text.
+    """
+    for value in sorted(redactable(secrets), key=len, reverse=True):
+        text = text.replace(value, "***")
     text = _URL_CREDENTIALS.sub(r"\g<scheme>***:***@", text)
     return _QUERY_SECRETS.sub(r"\g<key>***", text)
 
@@ -133,5 +176,8 @@ def make_context(
         mode=mode,
         dry_run=dry_run,
         git_sha=git_sha(Path.cwd()),
-        secrets=pipeline.secrets,
+        # Only the values redaction uses: sinks that mask stored strings by
+        # substring (the database sink) read these, and "pw" or " " would
+        # rewrite every commit message that contains them.
+        secrets=redactable(pipeline.secrets),
     )

@@ -138,7 +138,7 @@ def test_importable_without_fastapi_or_flask() -> None:
         from rcingest.embed import CommitStorage, register_bitbucket_webhook
         from aiohttp import web
         storage = CommitStorage(sys.argv[1])
-        register_bitbucket_webhook(web.Application(), storage=storage, secret="s")
+        register_bitbucket_webhook(web.Application(), storage=storage, secret="any-8-or-more")
         storage.close()
         print("ok")
         """

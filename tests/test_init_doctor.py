@@ -127,7 +127,9 @@ def test_check_connection_of_the_webhook_daemon_uses_the_global_listing(
             "access_token: ${BITBUCKET_ACCESS_TOKEN}",
         )
     )
-    code, output = check(path, BITBUCKET_ACCESS_TOKEN=TOKEN, BITBUCKET_WEBHOOK_SECRET="s" * 24)
+    code, output = check(
+        path, BITBUCKET_ACCESS_TOKEN=TOKEN, BITBUCKET_WEBHOOK_SECRET="doctor-hook-secret-4Rt9"
+    )
     assert code == 0, output
     assert "ok   bitbucket_webhook:" in output
 

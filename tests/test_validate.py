@@ -185,7 +185,7 @@ def test_the_fixed_configs_validate_without_writing_or_connecting(
     hook.write_text(_hook("secret: ${BITBUCKET_WEBHOOK_SECRET:-}"))
     before = _tree(tmp_path)
     env = {"BITBUCKET_EMAIL": "me@example.com", "BITBUCKET_API_TOKEN": TOKEN}
-    for path, extra in ((scan, {}), (hook, {"BITBUCKET_WEBHOOK_SECRET": "hook-SECRET-x1"})):
+    for path, extra in ((scan, {}), (hook, {"BITBUCKET_WEBHOOK_SECRET": "hook-SECRET-x1-9Qz"})):
         result = CliRunner().invoke(
             cli, ["validate", str(path)], obj=make_plugin_manager(), env={**env, **extra}
         )

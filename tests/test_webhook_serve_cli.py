@@ -16,7 +16,7 @@ from rcingest.webhooks import sign
 
 ROOT = Path(__file__).resolve().parents[1]
 FIX = Path(__file__).parent / "fixtures" / "bitbucket"
-SECRET = "cli-secret-P0q"
+SECRET = "cli-secret-P0q-7Xv2"
 
 
 def free_port() -> int:

@@ -26,7 +26,7 @@ from rcingest.hookspecs import RegisterSource, hookimpl
 from rcingest.interfaces import RunContext, Source
 from rcingest.inventory.filters import RepositoryFilters
 from rcingest.records import Checkpoint, Record, record_type
-from rcingest.runtime import redact
+from rcingest.runtime import redact, weak_secret
 from rcingest.webhooks.intake import STREAM, STREAMS, Intake
 
 # The HTTP server (aiohttp), the metrics (prometheus-client) and the backfill
@@ -105,6 +105,12 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
         from rcingest.webhooks.metrics import WebhookMetrics
 
         super().__init__(config, context)
+        weak = weak_secret(config.secret) if config.secret is not None else None
+        if weak is not None:
+            # Guessable secrets make signatures forgeable, and a short one
+            # would be masked by substring in every log line (docs/webhooks.md).
+            # "secret: ..." puts the problem under $.source.config.secret.
+            raise ConfigError(f"secret: the webhook secret {weak}")
         if config.secret is None and not config.insecure and context.mode == "serve":
             # (Under `rcingest run` nothing is served: the one-shot scan needs no secret.)
             # A rule of the component, not of its Config's shape: `rcingest validate`

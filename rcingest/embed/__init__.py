@@ -21,6 +21,7 @@ from typing import Any
 from rcingest.embed.handler import Settings
 from rcingest.embed.reads import StoredBranch, StoredCommit, StoredFile, StoredStoryKey
 from rcingest.embed.storage import Closed, CommitStorage
+from rcingest.runtime import weak_secret
 from rcingest.webhooks.receive import DEFAULT_MAX_BODY_BYTES
 
 __all__ = [
@@ -72,7 +73,8 @@ def register_bitbucket_webhook(
     ``secret`` is checked against ``X-Hub-Signature`` (HMAC-SHA256 of the
     body, what Bitbucket sends) and, unless ``accept_secret_header=False``,
     the runbook's ``X-Webhook-Secret`` header; both in constant time.
-    ``secret=None`` is refused unless ``insecure=True`` says so on purpose.
+    ``secret=None`` is refused unless ``insecure=True`` says so on purpose, and
+    so is a secret of fewer than 8 characters or only whitespace.
     Answers: 200 stored (or duplicate), 202 ignored event, 400 bad body,
     401 bad or missing signature, 413 too large, 503 not stored (retry).
     """
@@ -83,6 +85,12 @@ def register_bitbucket_webhook(
             "register_bitbucket_webhook: no secret; pass secret=... (the hook's secret) "
             "or insecure=True to accept unsigned deliveries"
         )
+    weak = weak_secret(secret, strict=False) if secret is not None else None
+    if weak is not None:
+        # Looser than the daemon's rule (16 characters, 8 distinct) so the
+        # runbook's literal ``super-secret`` keeps working; below 8 characters
+        # a secret is guessable and too short to be masked in logs and rows.
+        raise ValueError(f"register_bitbucket_webhook: the secret {weak}")
     if not path.startswith("/"):
         raise ValueError(f"register_bitbucket_webhook: path must start with '/', got {path!r}")
     module = _adapter(app)
