@@ -256,6 +256,7 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
                 "rcingest serve"
             )
         self._store = BackfillStore(Path(cfg.backfill_queue), cfg.backfill_synchronous)
+        self._store.mask(self._secrets)  # as the daemon's queue: no secret in the file
         await self._store.open()
         client = BitbucketClient(
             cfg, self.context.stats, self.receiver.logger, secrets=self._secrets
