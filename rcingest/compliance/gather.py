@@ -112,8 +112,13 @@ class Gatherer:
             people = [p for v in values if (p := person_from_api(v.get("user"))) is not None]
             result: tuple[list[Person] | None, str | None] = (people, None)
         except RcingestError as exc:
+            refused = _status(exc) in (401, 403)
             hint = " (the token needs read access to the repository's settings)"
-            result = (None, _reason(exc) + (hint if _status(exc) in (401, 403) else ""))
+            result = (None, _reason(exc) + (hint if refused else ""))
+            if not refused:
+                # A transient failure (retries exhausted): the next evaluation
+                # tries again rather than failing for the cache's lifetime.
+                return result
         self._reviewers[repository] = (time.monotonic(), *result)
         return result
 
