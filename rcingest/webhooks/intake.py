@@ -113,18 +113,28 @@ class Intake:
     async def items(self) -> AsyncIterator[Record | Checkpoint]:
         """Records and checkpoints in submission order, until ``close`` and drained."""
         self.consuming = True
+        drained = False
         try:
             while True:
                 sub = await self._queue.get()
                 if sub is None:
+                    drained = True
                     return
                 for record in sub.records:
                     yield record
                 yield Checkpoint(stream=sub.stream, state=sub.state, token=sub.token)
         finally:
             self.consuming = False
-            # Anything still queued will never reach a sink: its senders get 503.
-            self._fail_all()
+            if drained:
+                # Ended by ``close``: everything was yielded, and the runner may
+                # still be writing the last of it. Failing it here answered 503
+                # for deliveries the runner then stored (issue 15, defect 2);
+                # its acknowledge or reject settles each one.
+                self._fail_queued()
+            else:
+                # Cancelled or closed early: the runner stopped consuming, so
+                # nothing yielded or queued will be acknowledged.
+                self._fail_all()
 
     def _settle(self, token: int, ok: bool) -> Submission | None:
         sub = self._pending.pop(token, None)
@@ -153,6 +163,15 @@ class Intake:
     def _fail_all(self) -> None:
         for token in list(self._pending):
             self._settle(token, False)
+
+    def _fail_queued(self) -> None:
+        while True:
+            try:
+                sub = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            if sub is not None:
+                self._settle(sub.token, False)
 
 
 class RecentDeliveries:
