@@ -215,3 +215,27 @@ async def test_full_disk_reports_sqlite_error_not_the_rollback(tmp_path: Path) -
                 raise AssertionError("the write did not fail")
     assert "full" in error, error
     assert "cannot rollback" not in error, error
+
+
+async def test_compressed_body_is_refused_whatever_it_was_signed_over(tmp_path: Path) -> None:
+    """aiohttp would decompress before the signature check; the daemon refuses with 415."""
+    import gzip
+
+    from tests.test_webhook_daemon import PUSH, signed
+    from tests.test_webhook_daemon import daemon as plain_daemon
+    from tests.test_webhook_daemon import post as plain_post
+
+    raw = PUSH.read_bytes()
+    packed = gzip.compress(raw)
+    async with plain_daemon(tmp_path) as d:
+        over_wire = signed(packed, uuid="gz-wire", **{"Content-Encoding": "gzip"})
+        over_plain = signed(raw, uuid="gz-plain", **{"Content-Encoding": "gzip"})
+        for headers in (over_wire, over_plain):
+            status, text = await plain_post(d.url, packed, headers)
+            assert status == 415, text
+            assert "Content-Encoding" in text
+        assert d.rows("SELECT COUNT(*) FROM deliveries") == [(0,)]
+        # identity is no encoding: stored as usual.
+        headers = signed(raw, uuid="id-1", **{"Content-Encoding": "identity"})
+        assert (await plain_post(d.url, raw, headers))[0] == 200
+        assert d.rows("SELECT request_uuid FROM deliveries") == [("id-1",)]
