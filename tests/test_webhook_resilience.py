@@ -9,6 +9,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -239,3 +240,42 @@ async def test_compressed_body_is_refused_whatever_it_was_signed_over(tmp_path: 
         headers = signed(raw, uuid="id-1", **{"Content-Encoding": "identity"})
         assert (await plain_post(d.url, raw, headers))[0] == 200
         assert d.rows("SELECT request_uuid FROM deliveries") == [("id-1",)]
+
+
+async def test_readyz_fails_at_once_after_a_failed_commit_until_a_probe_commits(
+    tmp_path: Path,
+) -> None:
+    """A real SQLITE_FULL on a delivery: /readyz 503 at once, 200 after a later probe."""
+    from tests.test_webhook_daemon import PUSH, signed
+    from tests.test_webhook_daemon import daemon as plain_daemon
+    from tests.test_webhook_daemon import post as plain_post
+
+    payload = json.loads(PUSH.read_bytes())
+    # A message large enough to need new pages (rows are stored, not truncated).
+    payload["push"]["changes"][0]["commits"][0]["message"] = "x" * 150_000
+    big = json.dumps(payload).encode()
+    async with plain_daemon(tmp_path) as d:
+        ready = d.base + "/readyz"
+        assert (await get(ready))[0] == 200
+        sink = d.runner.sinks[-1]
+        limit = sink._call  # type: ignore[attr-defined]
+        db = sink.db  # type: ignore[attr-defined]
+        pages = await limit("limit", lambda: db.execute_sql("PRAGMA page_count").fetchone()[0])
+        await limit("limit", lambda: db.execute_sql(f"PRAGMA max_page_count={pages}"))
+        failed_at = time.time()
+        status, text = await plain_post(d.url, big, signed(big, uuid="full-1"))
+        assert status == 503, text
+        # At once, not after the cached probe (issue 15, defect 7).
+        status, text = await get(ready)
+        assert status == 503 and "the last database write failed" in text, text
+        await limit("limit", lambda: db.execute_sql("PRAGMA max_page_count=1073741823"))
+
+        async def ready_again() -> bool:
+            return (await get(ready))[0] == 200
+
+        await eventually(ready_again, timeout=10)
+        # The 200 came from a probe committed after the failure.
+        (state,) = d.rows("SELECT state FROM source_cursors WHERE stream = 'webhook.readyz'")[0]
+        probed = datetime.fromisoformat(json.loads(state)["probed_at"]).timestamp()
+        assert probed > failed_at
+        assert d.rows("SELECT COUNT(*) FROM deliveries") == [(0,)]
