@@ -31,7 +31,14 @@ DEFAULT_DATABASE = "data/bitbucket/commits.db"
 
 
 @click.command()
-@click.option("--database", metavar="PATH_OR_URL", help="Database path or postgresql:// URL.")
+@click.option(
+    "--database",
+    metavar="PATH_OR_URL",
+    envvar="RCINGEST_DATABASE_URL",
+    show_envvar=True,
+    help="Database path or postgresql:// URL (as run and serve: the environment keeps a "
+    "password out of the process list).",
+)
 @click.option(
     "--config",
     "config_path",

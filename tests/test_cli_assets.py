@@ -58,6 +58,19 @@ async def test_the_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert "5 repositories (3 active, 1 deleted, 1 filtered), 2 open findings" in err
 
 
+async def test_the_database_can_come_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = str(tmp_path / "inv.db")
+    await fill(spec, tmp_path)
+    monkeypatch.chdir(tmp_path)  # no data/bitbucket/commits.db here
+    result = CliRunner().invoke(
+        cli, ["assets"], obj=make_plugin_manager(), env={"RCINGEST_DATABASE_URL": spec}
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "acme/api" in result.stdout
+
+
 async def test_json_and_the_state_filter(database_spec: str, tmp_path: Path) -> None:
     await fill(database_spec, tmp_path)
     code, out, err = run(["assets", "--database", database_spec, "--format", "json"])
