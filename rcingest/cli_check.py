@@ -85,9 +85,7 @@ def check(
 
 def _load(ctx: click.Context, path: Path) -> tuple[Any, Any]:
     """The pipeline (which must have a policy) and the REST client settings of its source."""
-    import msgspec
-
-    from rcingest.bitbucket.config import ClientConfig
+    from rcingest.bitbucket.config import client_settings
     from rcingest.config import load_pipeline
 
     try:
@@ -99,8 +97,7 @@ def _load(ctx: click.Context, path: Path) -> tuple[Any, Any]:
     source = loaded.source.config
     if not hasattr(source, "base_url") or not hasattr(source, "auth"):
         fail(ConfigError(f"{path}: $.source: {loaded.source.label} has no Bitbucket credentials"))
-    fields = {f: getattr(source, f) for f in ClientConfig.__struct_fields__ if hasattr(source, f)}
-    return loaded, msgspec.convert(fields, ClientConfig, from_attributes=True)
+    return loaded, client_settings(source)
 
 
 async def _evaluate(
@@ -116,12 +113,13 @@ async def _evaluate(
 
     from rcingest.bitbucket.client import BitbucketClient
     from rcingest.compliance.gather import Gatherer
+    from rcingest.config import story_key_defaults
     from rcingest.interfaces import Stats
     from rcingest.runtime import make_context
 
     context = make_context(loaded)
     key = str(getattr(loaded.config.compliance, "status_key", "rcingest-compliance"))
-    story = _story_defaults(loaded)
+    story = story_key_defaults(loaded)
     logger = logging.getLogger("rcingest.check")
     async with BitbucketClient(client_config, Stats(), logger, secrets=context.secrets) as client:
         gatherer = Gatherer(client, loaded.policy, frozenset({key}), story, resolve_head=False)
@@ -141,14 +139,6 @@ async def _evaluate(
             err=True,
         )
         return results
-
-
-def _story_defaults(loaded: Any) -> tuple[str, list[str] | None]:
-    for c in loaded.enrichers:
-        if c.registered.type_name == "story_keys":
-            projects = getattr(c.config, "projects", None)
-            return str(c.config.mode), list(projects) if projects is not None else None
-    return "strict", None
 
 
 def _print(evaluations: list[Any], as_json: bool, secrets: frozenset[str]) -> None:

@@ -227,9 +227,10 @@ def serve(
     path = pipeline_path(pipeline, config_path)
     start_logging(ctx, log_level(quiet, verbose))  # UTC stamps until the zone is known
     scheduled = _scheduled_source(ctx, path)
-    overrides = {"database": database} if scheduled else {"host": host, "port": port}
+    # A scheduled pipeline's source serves nothing: --host/--port are for /metrics.
+    overrides: dict[str, Any] = {"database": database}
     if not scheduled:
-        overrides["database"] = database
+        overrides |= {"host": host, "port": port}
     loaded = _load(ctx, path, overrides, "serve")
     context = make_context(loaded, mode="serve")
     start_logging(ctx, log_level(quiet, verbose), loaded, context)

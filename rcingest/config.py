@@ -109,6 +109,20 @@ class Pipeline:
     policy: Policy | None = None
 
 
+def story_key_defaults(pipeline: Pipeline) -> tuple[str, list[str] | None]:
+    """(mode, projects) of the pipeline's ``story_keys`` enricher, for policy ``story_key`` rules.
+
+    A rule that names neither uses the enricher's grammar, so the policy and
+    the stored keys agree; without the enricher, strict mode and no allow-list.
+    """
+    for c in pipeline.enrichers:
+        mode = getattr(c.config, "mode", None)
+        if c.registered.type_name == "story_keys" and isinstance(mode, str):
+            projects = getattr(c.config, "projects", None)
+            return mode, list(projects) if projects is not None else None
+    return "strict", None
+
+
 def interpolate(
     data: Any, environ: Mapping[str, str], path: str = "$"
 ) -> tuple[Any, set[str], list[str]]:

@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from rcingest.config import Component, Pipeline
+from rcingest.config import Component, Pipeline, story_key_defaults
 from rcingest.errors import ConfigError, RunFailed, SinkError
 from rcingest.interfaces import Batch, Enricher, RunContext, Sink, Source, StateStore, Window
 from rcingest.records import Checkpoint, Record, record_type
@@ -80,15 +80,7 @@ class Runner:
         context.scanning = pipeline.config.scanning
         context.compliance = pipeline.config.compliance
         context.policy = pipeline.policy
-        # A story_key rule that says nothing uses the story_keys enricher's grammar.
-        for c in pipeline.enrichers:
-            if c.registered.type_name == "story_keys":
-                mode, projects = (
-                    getattr(c.config, "mode", None),
-                    getattr(c.config, "projects", None),
-                )
-                if isinstance(mode, str):
-                    context.story_keys = (mode, list(projects) if projects is not None else None)
+        context.story_keys = story_key_defaults(pipeline)
         context.scanners = [self._build(c) for c in pipeline.scanners]
         for scanner, component in zip(context.scanners, pipeline.scanners, strict=True):
             scanner.name = component.label

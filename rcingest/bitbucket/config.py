@@ -10,7 +10,7 @@ for. ``client.py`` re-exports ``ClientConfig`` so existing imports keep working.
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import msgspec
@@ -45,6 +45,12 @@ class ClientConfig(ComponentConfig):
     #: First back-off delay in seconds; doubles per retry up to ``backoff_max``.
     backoff_base: Annotated[float, msgspec.Meta(ge=0)] = 1.0
     backoff_max: Annotated[float, msgspec.Meta(ge=0)] = 60.0
+
+
+def client_settings(config: Any) -> ClientConfig:
+    """The ``ClientConfig`` part of a component's config that extends it (or holds its fields)."""
+    fields = {f: getattr(config, f) for f in ClientConfig.__struct_fields__ if hasattr(config, f)}
+    return msgspec.convert(fields, ClientConfig, from_attributes=True)
 
 
 def check_client_config(config: ClientConfig, logger: logging.Logger | None = None) -> None:

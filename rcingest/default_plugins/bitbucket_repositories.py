@@ -67,6 +67,11 @@ class RepositoriesConfig(ClientConfig, kw_only=True):
     clone: CloneSettings = msgspec.field(default_factory=CloneSettings)
 
 
+def _check_scan(config: RepositoriesConfig, context: RunContext) -> None:
+    if config.scan and not context.scanners:
+        raise ConfigError("scan: true needs the pipeline's `scanners:` (e.g. type: secrets)")
+
+
 def stream_name(workspace: str) -> str:
     return f"repositories:{workspace}"
 
@@ -80,8 +85,7 @@ class RepositoriesSource(Source[RepositoriesConfig]):
         from rcingest.bitbucket.client import BitbucketClient
 
         super().__init__(config, context)
-        if config.scan and not context.scanners:
-            raise ConfigError("scan: true needs the pipeline's `scanners:` (e.g. type: secrets)")
+        _check_scan(config, context)
         self.client = BitbucketClient(
             config, context.stats, context.logger, secrets=context.secrets
         )
@@ -89,8 +93,7 @@ class RepositoriesSource(Source[RepositoriesConfig]):
     @classmethod
     def preflight(cls, config: RepositoriesConfig, context: RunContext) -> None:
         check_client_config(config, context.logger)
-        if config.scan and not context.scanners:
-            raise ConfigError("scan: true needs the pipeline's `scanners:` (e.g. type: secrets)")
+        _check_scan(config, context)
 
     def _params(self, state: InventoryState, full: bool) -> dict[str, str | int | list[str]]:
         clauses = [f"({self.config.q})"] if self.config.q else []

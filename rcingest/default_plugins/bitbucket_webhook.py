@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import msgspec
 
 from rcingest.bitbucket.auth import auth_header, auth_secrets
-from rcingest.bitbucket.config import ClientConfig
+from rcingest.bitbucket.config import ClientConfig, client_settings
 from rcingest.errors import ConfigError
 from rcingest.hookspecs import RegisterSource, hookimpl
 from rcingest.interfaces import RunContext, Source
@@ -183,11 +183,7 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
         backfill = None
         if self.backfill_enabled:
             backfill = BackfillSettings(
-                client=msgspec.convert(
-                    {f: getattr(cfg, f) for f in ClientConfig.__struct_fields__},
-                    ClientConfig,
-                    from_attributes=True,
-                ),
+                client=client_settings(cfg),
                 store=BackfillStore(Path(cfg.backfill_queue), cfg.backfill_synchronous),
                 max_commits=cfg.backfill_max_commits,
                 max_attempts=cfg.backfill_max_attempts,

@@ -39,10 +39,6 @@ class RepositoryFilters(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     #: Keep only repositories updated (pushed to) in the last N days.
     active_within_days: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
-    def any(self) -> bool:
-        """True when any filter is set."""
-        return self != RepositoryFilters()
-
 
 def _matches(repo: Repository, globs: list[str]) -> bool:
     slug = repo.full_name.rsplit("/", 1)[-1]
