@@ -25,7 +25,7 @@ import aiohttp
 from rcingest.testing import FakeBitbucket, GenSpec
 from rcingest.testing.fake_bitbucket.events import commit_status_event, pullrequest_event
 from rcingest.webhooks import sign
-from tests.test_pr_security_example import free_port
+from tests.test_pr_security_example import free_port, wait_listening
 from tests.test_webhook_backfill import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,14 +90,7 @@ async def test_the_example_enforces_the_policy_through_deliveries(tmp_path: Path
         )
         try:
             url = f"http://127.0.0.1:{port}/webhooks/bitbucket"
-            for _ in range(300):
-                assert proc.returncode is None
-                try:
-                    _, writer = await asyncio.open_connection("127.0.0.1", port)
-                    writer.close()
-                    break
-                except OSError:
-                    await asyncio.sleep(0.05)
+            await wait_listening(proc, port)
             w = fake.writes
 
             def verdict() -> str | None:

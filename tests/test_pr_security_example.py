@@ -53,6 +53,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+async def wait_listening(proc: asyncio.subprocess.Process, port: int) -> None:
+    """Until the daemon accepts connections on ``port`` (bounded: 15 s); it must not exit."""
+    for _ in range(300):
+        assert proc.returncode is None
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.05)
+
+
 def pipeline(tmp_path: Path, base_url: str, port: int) -> Path:
     text = (ROOT / "config" / "pr-security.example.yaml").read_text()
     text = text.replace("https://api.bitbucket.org/2.0", base_url).replace(
@@ -103,14 +115,7 @@ async def test_the_example_serves_the_pr_security_bot(tmp_path: Path) -> None:
         )
         try:
             url = f"http://127.0.0.1:{port}/webhooks/bitbucket"
-            for _ in range(300):
-                assert proc.returncode is None
-                try:
-                    _, writer = await asyncio.open_connection("127.0.0.1", port)
-                    writer.close()
-                    break
-                except OSError:
-                    await asyncio.sleep(0.05)
+            await wait_listening(proc, port)
             w = fake.writes
             assert await deliver(url, event(fake, dirty.id), "pullrequest:created", "d-1") == 200
             assert (
