@@ -10,11 +10,13 @@ import hashlib
 import json
 import os
 import random
+import resource
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -155,9 +157,26 @@ build_cli(manager).main(sys.argv[1:], obj=manager, prog_name="rcingest")
 """
 
 
-def write_pipeline(workdir: Path, database: str, synchronous: str = "NORMAL") -> Path:
-    """The daemon's pipeline; ``database=""`` discards batches instead of storing them."""
-    path = workdir / "webhook.yaml"
+def write_pipeline(
+    workdir: Path,
+    database: str,
+    synchronous: str = "NORMAL",
+    ack: str | None = None,
+    inbox: str | None = None,
+    name: str = "webhook.yaml",
+) -> Path:
+    """The daemon's pipeline; ``database=""`` discards batches instead of storing them.
+
+    ``ack`` (``"inbox"`` or ``"committed"``) and ``inbox`` (its SQLite file or
+    URL) are written only when given, so that a daemon without the inbox keys
+    still loads the pipeline.
+    """
+    path = workdir / name
+    extra = ""
+    if ack is not None:
+        extra += f"\n    ack: {ack}"
+    if inbox is not None:
+        extra += f"\n    inbox: '{inbox}'"
     sink = (
         f"type: database\n    config: {{database: '{database}', synchronous: {synchronous}}}"
         if database
@@ -170,7 +189,7 @@ source:
   type: bitbucket_webhook
   config:
     secret: ${{BITBUCKET_WEBHOOK_SECRET}}
-    backfill_queue: '{workdir}/backfill.db'
+    backfill_queue: '{workdir}/backfill.db'{extra}
 enrichers:
   - type: story_keys
 sinks:
@@ -184,13 +203,18 @@ summary_interval: 3600
 
 
 def start_daemon(
-    pipeline: Path, port: int, log: Path, database: str | None = None
+    pipeline: Path,
+    port: int,
+    log: Path,
+    database: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """``rcingest serve`` as a subprocess (the real CLI), stderr to ``log``.
 
-    ``database=""`` runs it with the discarding sink (see ``NULL_SINK_MAIN``).
+    ``database=""`` runs it with the discarding sink (see ``NULL_SINK_MAIN``);
+    ``env`` adds variables (e.g. ``RCINGEST_KILL_AT`` for the kill test).
     """
-    env = {**os.environ, "BITBUCKET_WEBHOOK_SECRET": SECRET}
+    env = {**os.environ, "BITBUCKET_WEBHOOK_SECRET": SECRET, **(env or {})}
     main = "from rcingest.cli import main; main()" if database != "" else NULL_SINK_MAIN
     cmd = [sys.executable, "-c", main]
     cmd += ["serve", str(pipeline), "--port", str(port), "-q"]
@@ -235,3 +259,66 @@ def start_bare(port: int) -> subprocess.Popen[bytes]:
     )
     wait_port(port, proc)
     return proc
+
+
+def start_fastapi(port: int, database: Path, log: Path) -> subprocess.Popen[bytes]:
+    """bench/fastapi_receiver.py under uvicorn, one worker, writing to ``database``."""
+    env = {**os.environ, "RECEIVER_DB": str(database), "RECEIVER_SECRET": SECRET}
+    cmd = [
+        sys.executable, "-m", "uvicorn", "fastapi_receiver:app", "--host", "127.0.0.1",
+        "--port", str(port), "--workers", "1", "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=ROOT / "bench", stdout=subprocess.DEVNULL, stderr=log.open("ab")
+    )
+    wait_port(port, proc)
+    return proc
+
+
+def inbox_supported() -> bool:
+    """Whether this checkout's webhook source has the inbox (its ``ack`` key)."""
+    from rcingest.default_plugins.bitbucket_webhook import WebhookConfig
+
+    return "ack" in WebhookConfig.__struct_fields__
+
+
+def scrape(port: int, timeout: float = 2.0) -> dict[str, float]:
+    """``GET /metrics`` of the daemon: unlabelled series name -> value (labelled ones summed)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as resp:
+        text = resp.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        name = name.split("{", 1)[0]
+        try:
+            out[name] = out.get(name, 0.0) + float(value)
+        except ValueError:
+            continue
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a running process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(
+    script: Path, port: int, args: list[str], connections: int, seconds: int
+) -> dict[str, object]:
+    """One wrk run (one thread) of a script of ours that prints a JSON line; adds wrk's CPU."""
+    cmd = [
+        "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script),
+        f"http://127.0.0.1:{port}{PATH}", "--", *args,
+    ]  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=seconds + 60, check=True
+    ).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    line = next(ln for ln in out.splitlines() if ln.startswith("{"))
+    r: dict[str, object] = json.loads(line)
+    r["wrk_cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return r
