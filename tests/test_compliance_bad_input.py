@@ -28,6 +28,7 @@ def write(tmp_path: Path, base_url: str, rules: str, **extra: str) -> Path:
                 base_url: {base_url}
                 auth: {{access_token: bad-input-token-Qz19}}
                 backfill_queue: {tmp_path}/queue.db
+                inbox: {tmp_path}/inbox.db
             compliance:
               repositories: [{REPO}]
               policy:

@@ -92,6 +92,7 @@ async def bot(tmp_path: Path, fake: FakeBitbucket) -> AsyncIterator[str]:
                 base_url: {fake.base_url}
                 auth: {{access_token: '${{TOKEN}}'}}
                 backfill_queue: '{tmp_path}/queue.db'
+                inbox: '{tmp_path}/inbox.db'
                 backfill_retry_delay: 0.05
             scanners: [{{type: acme_tokens}}]
             scanning: {{fingerprint_key: 'pr-bot-test-key-0123456789'}}

@@ -105,6 +105,7 @@ async def daemon(tmp_path: Path, base_url: str) -> AsyncIterator[tuple[Runner, s
                   access_token: ${{BITBUCKET_ACCESS_TOKEN}}
                 max_tries: 1
                 backfill_queue: '{tmp_path}/backfill.db'
+                inbox: '{tmp_path}/inbox.db'
                 backfill_retry_delay: 0.05
             enrichers: [{{type: story_keys}}]
             sinks: [{{type: database, config: {{database: '{tmp_path}/commits.db'}}}}]

@@ -26,6 +26,7 @@ from rcingest.interfaces import RunContext
 from rcingest.pipeline import Runner
 from rcingest.plugins import Registry, make_plugin_manager
 from rcingest.webhooks import sign
+from rcingest.webhooks.inbox_app import _SLOT as INBOX_SLOT
 
 FIX = Path(__file__).parent / "fixtures" / "bitbucket"
 SECRET = "whsec-Zq8Kp2-daemon-test"
@@ -85,6 +86,27 @@ class Daemon:
         with contextlib.closing(sqlite3.connect(self.db)) as conn:
             return conn.execute(sql).fetchall()
 
+    async def settled(self, timeout: float = 15.0) -> None:
+        """Wait until the inbox holds nothing to normalise (now) and the pipeline is idle."""
+        source: Any = self.runner.source
+        if source.app is None or INBOX_SLOT not in source.app:
+            return  # the committed path: a 200 came after the commit
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            state = source.app[INBOX_SLOT].state
+            if state is None:
+                return
+            counts = await state.inbox.counts()
+            if counts["pending"] == 0 and source.intake.depth == 0:
+                return
+            await asyncio.sleep(0.005)
+        raise AssertionError(f"the inbox was not normalised within {timeout}s")
+
+
+#: URL -> daemon: post() waits for a delivery's records, as tests of stored rows need.
+_DAEMONS: dict[str, Daemon] = {}
+
 
 @contextlib.asynccontextmanager
 async def daemon(
@@ -92,7 +114,12 @@ async def daemon(
 ) -> AsyncIterator[Daemon]:
     db = tmp_path / "commits.db"
     pipeline = tmp_path / "webhook.yaml"
-    config = {"port": 0, "secret": SECRET, "backfill_queue": f"{tmp_path}/backfill.db"}
+    config = {
+        "port": 0,
+        "secret": SECRET,
+        "backfill_queue": f"{tmp_path}/backfill.db",
+        "inbox": f"{tmp_path}/inbox.db",
+    }
     spec = {
         "name": "hooks",
         "source": {"type": "bitbucket_webhook", "config": {**config, **(source or {})}},
@@ -120,9 +147,11 @@ async def daemon(
     if task.done():
         await task
     d = Daemon(runner, db)
+    _DAEMONS[d.url] = d
     try:
         yield d
     finally:
+        _DAEMONS.pop(d.url, None)
         await runner.stop()
         result = await asyncio.wait_for(task, 30)
         assert result.status == "succeeded"
@@ -142,8 +171,14 @@ def signed(
 
 
 async def post(url: str, raw: bytes, headers: dict[str, str]) -> tuple[int, str]:
+    """POST a delivery; with a daemon of ``daemon()`` on the inbox path, return once
+    what it acknowledged is normalised (so its rows can be read)."""
     async with aiohttp.ClientSession() as s, s.post(url, data=raw, headers=headers) as r:
-        return r.status, await r.text()
+        status, text = r.status, await r.text()
+    d = _DAEMONS.get(url)
+    if d is not None and status == 200:
+        await d.settled()
+    return status, text
 
 
 EVENTS = [
@@ -260,8 +295,10 @@ async def test_repeated_delivery_changes_only_last_seen(tmp_path: Path) -> None:
 
 
 async def test_failed_write_answers_503_and_the_daemon_stays_up(tmp_path: Path) -> None:
+    # The committed path (ack: committed) answers after the commit; the inbox
+    # path's answer to a failing sink is in tests/test_inbox_daemon.py.
     raw = PUSH.read_bytes()
-    async with daemon(tmp_path, sinks=[{"type": "test_flaky"}]) as d:
+    async with daemon(tmp_path, {"ack": "committed"}, sinks=[{"type": "test_flaky"}]) as d:
         FlakySink.failing = True
         try:
             status, text = await post(d.url, raw, signed(raw, uuid="retry-me"))
@@ -297,6 +334,7 @@ async def test_health_ready_metrics(tmp_path: Path) -> None:
             raw = PUSH.read_bytes()
             async with s.post(d.url, data=raw, headers=signed(raw)) as r:
                 assert r.status == 200
+            await d.settled()
             async with s.get(d.base + "/metrics") as r:
                 assert r.status == 200
                 assert r.headers["Content-Type"].startswith("text/plain")
@@ -305,6 +343,10 @@ async def test_health_ready_metrics(tmp_path: Path) -> None:
         assert 'rcingest_webhook_records_written_total{type="commit"} 1.0' in text
         assert "rcingest_webhook_write_latency_seconds_count" in text
         assert "rcingest_webhook_queue_depth 0.0" in text
+        assert "rcingest_webhook_inbox_pending 0.0" in text
+        assert "rcingest_webhook_normalisation_lag_seconds 0.0" in text
+        assert 'rcingest_webhook_inbox_normalised_total{outcome="done"} 1.0' in text
+        assert "rcingest_webhook_normaliser_healthy 1.0" in text
         assert "rcingest_webhook_backfill_requests_total" in text or "backfill" in text
         # The readiness probe is a real commit: its cursor row is in the database.
         assert d.rows("SELECT stream FROM source_cursors") == [("webhook.readyz",)]
@@ -324,6 +366,7 @@ async def test_stop_drains_in_flight_deliveries(tmp_path: Path) -> None:
             statuses = await asyncio.gather(*tasks)
         ok = statuses.count(200)
         assert ok == 20
+        await d.settled()
         stored = d.rows("SELECT COUNT(*) FROM deliveries")[0][0]
         assert stored == ok
 
@@ -360,7 +403,8 @@ async def test_insecure_accepts_unsigned_and_warns(
     pipeline = tmp_path / "insecure.yaml"
     pipeline.write_text(
         "source: {type: bitbucket_webhook, config: "
-        f"{{port: 0, {pipeline_src}, backfill_queue: '{tmp_path}/b2.db'}}}}\n"
+        f"{{port: 0, {pipeline_src}, backfill_queue: '{tmp_path}/b2.db', "
+        f"inbox: '{tmp_path}/i2.db'}}}}\n"
         f"sinks: [{{type: database, config: {{database: '{tmp_path}/y.db'}}}}]\n"
     )
     loaded = load_pipeline(pipeline, registry())
@@ -469,7 +513,8 @@ async def test_group_commit_writes_concurrent_deliveries_together(tmp_path: Path
     FlakySink.sizes, FlakySink.first_delay = [], 0.5
     raw = PUSH.read_bytes()
     try:
-        async with daemon(tmp_path, sinks=[{"type": "test_flaky"}]) as d:
+        # Group commit of the committed path; the inbox's own is in test_inbox_store.py.
+        async with daemon(tmp_path, {"ack": "committed"}, sinks=[{"type": "test_flaky"}]) as d:
             async with aiohttp.ClientSession() as s:
 
                 async def one(i: int) -> int:

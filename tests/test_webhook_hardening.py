@@ -243,7 +243,12 @@ def registry() -> Registry:
 async def daemon(tmp_path: Path, database: str) -> AsyncIterator[str]:
     """The real daemon (aiohttp, runner, database sink) on 127.0.0.1; yields its URL."""
     pipeline = tmp_path / "hooks.yaml"
-    config = {"port": 0, "secret": SECRET, "backfill_queue": f"{tmp_path}/backfill.db"}
+    config = {
+        "port": 0,
+        "secret": SECRET,
+        "backfill_queue": f"{tmp_path}/backfill.db",
+        "inbox": f"{tmp_path}/inbox.db",
+    }
     spec = {
         "name": "hooks",
         "source": {"type": "bitbucket_webhook", "config": config},

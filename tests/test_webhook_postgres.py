@@ -70,6 +70,7 @@ def start(tmp_path: Path, name: str, database: str) -> tuple[subprocess.Popen[by
         "source:\n  type: bitbucket_webhook\n  config:\n"
         "    secret: ${BITBUCKET_WEBHOOK_SECRET}\n"
         f"    backfill_queue: '{tmp_path}/{name}-backfill.db'\n"
+        f"    inbox: '{tmp_path}/{name}-inbox.db'\n"
         "enrichers: [{type: story_keys}]\n"
         "sinks: [{type: database}]\n"
     )

@@ -254,7 +254,8 @@ async def test_readyz_fails_at_once_after_a_failed_commit_until_a_probe_commits(
     # A message large enough to need new pages (rows are stored, not truncated).
     payload["push"]["changes"][0]["commits"][0]["message"] = "x" * 150_000
     big = json.dumps(payload).encode()
-    async with plain_daemon(tmp_path) as d:
+    # The committed path answers 503; the inbox path's answer is in test_inbox_daemon.py.
+    async with plain_daemon(tmp_path, {"ack": "committed"}) as d:
         ready = d.base + "/readyz"
         assert (await get(ready))[0] == 200
         sink = d.runner.sinks[-1]

@@ -68,7 +68,14 @@ async def gated_daemon(tmp_path: Path) -> AsyncIterator[tuple[Runner, asyncio.Ta
         "name": "hooks",
         "source": {
             "type": "bitbucket_webhook",
-            "config": {"port": 0, "secret": SECRET, "backfill_queue": f"{tmp_path}/bf.db"},
+            # The committed path (defect 2 is about it); the inbox path's
+            # SIGTERM test is in tests/test_inbox_daemon.py.
+            "config": {
+                "port": 0,
+                "secret": SECRET,
+                "backfill_queue": f"{tmp_path}/bf.db",
+                "ack": "committed",
+            },
         },
         "sinks": [{"type": "test_gate"}, {"type": "database", "config": {"database": str(db)}}],
     }

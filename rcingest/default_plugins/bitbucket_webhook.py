@@ -78,6 +78,25 @@ class WebhookConfig(ClientConfig):
     #: ``rcingest run`` with ``scanners:``: scan the open pull requests of these
     #: repositories (``workspace/slug``) once, instead of serving.
     scan_repositories: list[str] = []
+    #: When a delivery is answered 200: ``inbox`` once its raw body is durably in
+    #: the inbox (its records follow, normalised behind it), ``committed`` once
+    #: its records are committed (the path before the inbox; slower).
+    ack: Literal["inbox", "committed"] = "inbox"
+    #: The inbox: a SQLite file, or a ``postgresql://`` URL that several daemons
+    #: share (``${RCINGEST_INBOX_URL}`` keeps the password out of the file).
+    inbox: str = "data/bitbucket/webhook-inbox.db"
+    #: ``FULL`` survives power loss; ``NORMAL`` (WAL) survives a killed process.
+    inbox_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    #: Days a normalised delivery's raw body is kept (parked ones are kept until retried).
+    inbox_retention_days: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    #: Failed normalisations (a sink did not commit) before a delivery is parked.
+    inbox_max_attempts: Annotated[int, msgspec.Meta(ge=1)] = 8
+    #: Seconds before a failed delivery's first retry; doubles per attempt, at most 15 minutes.
+    inbox_retry_delay: Annotated[float, msgspec.Meta(ge=0)] = 5.0
+    #: Deliveries the normaliser claims at once.
+    inbox_batch: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 256
+    #: Normalisation lag (seconds) past which /readyz says so (0: never).
+    inbox_lag_threshold: Annotated[float, msgspec.Meta(ge=0)] = 60.0
     #: Repository events (created, updated, transfer, fork, deleted, push) keep the
     #: inventory current: ``Repository`` records and ``repo_sync`` jobs.
     inventory: bool = False
@@ -206,7 +225,23 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
             log.warning(
                 "insecure: true: accepting UNSIGNED webhook deliveries on %s:%d", cfg.host, cfg.port
             )
-        self.app = create_app(self.receiver, backfill)
+        inbox = None
+        if cfg.ack == "inbox":
+            from rcingest.webhooks.inbox_app import InboxSettings
+
+            inbox = InboxSettings(
+                spec=cfg.inbox,
+                synchronous=cfg.inbox_synchronous,
+                secrets=self._secrets,
+                backfill=backfill is not None,
+                batch=cfg.inbox_batch,
+                max_attempts=cfg.inbox_max_attempts,
+                retry_delay=cfg.inbox_retry_delay,
+                retention_days=cfg.inbox_retention_days,
+                lag_threshold=cfg.inbox_lag_threshold,
+                drain_timeout=cfg.shutdown_timeout,
+            )
+        self.app = create_app(self.receiver, backfill, inbox)
         self._runner = web.AppRunner(
             self.app,
             handle_signals=False,
@@ -233,6 +268,7 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
             "port": self.bound_port,
             "path": cfg.path,
             "backfill": self.backfill_enabled,
+            "ack": cfg.ack,
         }
         log.info("listening on http://%s:%d%s", cfg.host, self.bound_port, cfg.path)
         return self
@@ -360,6 +396,9 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
         if self.receiver.entering:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.receiver.idle.wait(), self.config.shutdown_timeout)
+        # The normaliser finishes its batch while the pipeline still consumes.
+        for hook in self.receiver.stop_hooks:
+            await hook()
         self.intake.close()
 
 

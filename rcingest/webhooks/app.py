@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -106,6 +106,12 @@ class Receiver:
     _probe_ok: bool = False
     #: When a delivery's commit last failed (None: the last one went in).
     _failed_at: float | None = None
+    #: More reasons not to be ready (the inbox's normaliser); each gives None when fine.
+    checks: list[Callable[[], str | None]] = field(default_factory=list)
+    #: Extra fields for the /readyz body (the inbox's lag), read at each call.
+    notes: Callable[[], Awaitable[dict[str, Any]]] | None = None
+    #: Run by ``stop`` before the intake closes (the normaliser finishing its batch).
+    stop_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def note_write(self, ok: bool) -> None:
         """A delivery was committed (``ok``) or not: /readyz follows at once.
@@ -138,9 +144,10 @@ class Receiver:
             return False, "stopping"
         if not self.intake.consuming:
             return False, "the pipeline is not consuming deliveries"
-        failing = self.backfill_failure()
-        if failing is not None:
-            return False, failing
+        for check in (self.backfill_failure, *self.checks):
+            failing = check()
+            if failing is not None:
+                return False, failing
         now = time.monotonic()
         if self._probe is None and now - self._probe_at > 1.0:
             # One probe at a time, its answer reused for a second: a load
@@ -217,6 +224,34 @@ def _refuse(r: Receiver, verdict: Verdict) -> web.Response:
     return resp
 
 
+async def read_delivery(r: Receiver, request: web.Request) -> bytes | web.Response:
+    """The request's body, or the answer when it must not be read: stopping (503),
+    compressed (415), too large (413). Shared by both acknowledgement paths."""
+    if r.closing or r.intake.closed:
+        r.stats.incr("webhook.unavailable")
+        return _answer(503, "stopping; retry")
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        # Bitbucket sends bodies uncompressed and signs what it sends; a
+        # compressed body is refused rather than decompressed, so the
+        # signature is only ever checked over the bytes on the wire
+        # (docs/webhooks.md, "Compressed bodies").
+        verdict = Verdict(
+            status=415,
+            reason=f"Content-Encoding {encoding!r} not accepted; send the body uncompressed",
+            outcome="bad_request",
+        )
+        return _refuse(r, verdict)
+    limit = r.settings.max_body_bytes
+    early = too_large(request.content_length, limit)
+    if early is not None:
+        return _refuse(r, early)
+    body = await _read_capped(request, limit)
+    if body is None:
+        return _refuse(r, Verdict(status=413, reason="body too large", outcome="too_large"))
+    return body
+
+
 async def handle_delivery(request: web.Request) -> web.Response:
     """``POST <path>``: verify, decode, store durably, then answer."""
     r = request.app[RECEIVER]
@@ -224,27 +259,9 @@ async def handle_delivery(request: web.Request) -> web.Response:
     r.entering += 1
     r.idle.clear()
     try:
-        if r.closing or r.intake.closed:
-            r.stats.incr("webhook.unavailable")
-            return _answer(503, "stopping; retry")
-        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
-        if encoding not in ("", "identity"):
-            # Bitbucket sends bodies uncompressed and signs what it sends; a
-            # compressed body is refused rather than decompressed, so the
-            # signature is only ever checked over the bytes on the wire
-            # (docs/webhooks.md, "Compressed bodies").
-            verdict = Verdict(
-                status=415,
-                reason=f"Content-Encoding {encoding!r} not accepted; send the body uncompressed",
-                outcome="bad_request",
-            )
-            return _refuse(r, verdict)
-        early = too_large(request.content_length, s.max_body_bytes)
-        if early is not None:
-            return _refuse(r, early)
-        body = await _read_capped(request, s.max_body_bytes)
-        if body is None:
-            return _refuse(r, Verdict(status=413, reason="body too large", outcome="too_large"))
+        body = await read_delivery(r, request)
+        if isinstance(body, web.Response):
+            return body
         verdict = receive(
             request.headers,
             body,
@@ -314,8 +331,15 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """Ready: accepting, and the pipeline commits (an empty probe round trip)."""
-    ok, reason = await request.app[RECEIVER].ready()
-    return _answer(200 if ok else 503, reason)
+    r = request.app[RECEIVER]
+    ok, reason = await r.ready()
+    extra: dict[str, Any] = {}
+    if r.notes is not None:
+        with contextlib.suppress(Exception):  # a note must never fail the probe
+            extra = await r.notes()
+    if ok and extra.get("lagging"):
+        reason = f"{reason}; {extra['lagging']}"
+    return _answer(200 if ok else 503, reason, **extra)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -324,6 +348,9 @@ async def metrics(request: web.Request) -> web.Response:
     if r.backfill is not None:
         with contextlib.suppress(Exception):
             r.metrics.backfill_pending.set((await r.backfill.store.counts()).get("pending", 0))
+    if r.notes is not None:
+        with contextlib.suppress(Exception):
+            await r.notes()  # refreshes the inbox gauges
     resp = web.Response(body=r.metrics.render())
     resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     return resp
@@ -419,8 +446,17 @@ async def stop_backfill(r: Receiver) -> None:
         r.logger.error("backfill worker had ended: %s", r.redact(repr(task.exception())))
 
 
-def create_app(receiver: Receiver, backfill: BackfillSettings | None = None) -> web.Application:
-    """The daemon's application; run it with ``web.AppRunner`` (the source does)."""
+def create_app(
+    receiver: Receiver,
+    backfill: BackfillSettings | None = None,
+    inbox: Any = None,
+) -> web.Application:
+    """The daemon's application; run it with ``web.AppRunner`` (the source does).
+
+    With ``inbox`` (:class:`rcingest.webhooks.inbox_app.InboxSettings`) a
+    delivery is acknowledged once appended to the inbox, and a normaliser
+    stores its records behind it; without, once its records are committed.
+    """
     # aiohttp decompresses gzip/deflate request bodies by default, before the
     # handler sees them: a signature over the plain body was then accepted for
     # a compressed one (issue 15). Off, the body read is the bytes received.
@@ -429,7 +465,14 @@ def create_app(receiver: Receiver, backfill: BackfillSettings | None = None) -> 
     app[BACKFILL] = backfill
     receiver.metrics.track_queue(lambda: receiver.intake.depth)
     app.cleanup_ctx.append(_backfill_context)
-    app.router.add_post(receiver.settings.path, handle_delivery)
+    if inbox is not None:
+        from rcingest.webhooks import inbox_app
+
+        # After the backfill context: the normaliser records jobs in its store,
+        # and stops before it (cleanup runs in reverse).
+        inbox_app.install(app, inbox)
+    else:
+        app.router.add_post(receiver.settings.path, handle_delivery)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

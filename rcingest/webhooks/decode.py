@@ -21,15 +21,11 @@ from typing import Literal
 
 import msgspec
 
-from rcingest.bitbucket import api
 from rcingest.bitbucket.parse import commit_from_api, pull_request_from_api
 from rcingest.nul import strip_nul
 from rcingest.records import Commit, PullRequest, PullRequestRef, Record, WebhookDelivery
+from rcingest.webhooks import shapes
 from rcingest.webhooks.checks import (
-    check_full_name,
-    check_hash,
-    check_moment,
-    check_pr_refs,
     shape_error,
 )
 from rcingest.webhooks.events import KNOWN_EVENTS, PR_EVENTS, PUSH, STORED_EVENTS
@@ -74,62 +70,6 @@ _SAFE_REPO = re.compile(r"^(?!\.\.?/)[A-Za-z0-9_.-]+/(?!\.\.?$)[A-Za-z0-9_.-]+$"
 def backfill_safe(repository: str) -> bool:
     """True when ``repository`` may be used in a REST path (``workspace/slug``, nothing else)."""
     return bool(_SAFE_REPO.match(repository))
-
-
-_PR_STATES = frozenset({"OPEN", "MERGED", "DECLINED", "SUPERSEDED"})
-
-
-# ---- payload shapes (lenient: only the fields used) -------------------------
-
-
-class _Commit(api.Commit):
-    # Atlassian's documentation example omits dates; live payloads carry them.
-    date: datetime | None = None  # type: ignore[assignment]
-
-
-class _Target(msgspec.Struct):
-    hash: str
-
-
-class _Ref(msgspec.Struct):
-    name: str
-    type: str = "branch"
-    target: _Target | None = None
-
-
-class _Change(msgspec.Struct):
-    new: _Ref | None = None
-    old: _Ref | None = None
-    created: bool = False
-    closed: bool = False
-    forced: bool = False
-    truncated: bool = False
-    commits: list[_Commit] = []
-
-
-class _Push(msgspec.Struct):
-    changes: list[_Change]
-
-
-class _Repository(msgspec.Struct):
-    full_name: str
-    uuid: str | None = None
-
-
-class _PushEvent(msgspec.Struct):
-    push: _Push
-    repository: _Repository
-
-
-class _PullRequestEvent(msgspec.Struct):
-    pullrequest: api.PullRequest
-    repository: _Repository
-
-
-_push_decoder = msgspec.json.Decoder(_PushEvent)
-_pr_decoder = msgspec.json.Decoder(_PullRequestEvent)
-# Validates any JSON document without building it (Raw keeps the bytes).
-_any_json = msgspec.json.Decoder(msgspec.Raw).decode
 
 
 # ---- results ----------------------------------------------------------------
@@ -180,19 +120,15 @@ class Decoded(msgspec.Struct, kw_only=True):
     truncated: int = 0
 
 
-def _commit(c: _Commit, repository: str, branches: list[str], fallback: datetime) -> Commit:
+def _commit(c: shapes.Commit, repository: str, branches: list[str], fallback: datetime) -> Commit:
     if c.date is None:
         c = msgspec.structs.replace(c, date=fallback)
     return commit_from_api(c, repository, branches)
 
 
 def _decode_push(body: bytes, headers: DeliveryHeaders, delivery: WebhookDelivery) -> Decoded:
-    try:
-        event = _push_decoder.decode(body)
-    except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
-        raise shape_error(headers.event, exc, body) from None
+    event = shapes.checked_push(body, headers)
     repo = event.repository.full_name
-    check_full_name(headers.event, "repository.full_name", repo)
     commits: dict[str, Commit] = {}
     jobs: list[BackfillJob] = []
     keys: list[str] = []
@@ -202,16 +138,9 @@ def _decode_push(body: bytes, headers: DeliveryHeaders, delivery: WebhookDeliver
         ref_name = ref.name if ref is not None else ""
         is_branch = ref is not None and ref.type in ("branch", "named_branch")
         head = change.new.target.hash if change.new and change.new.target else None
-        for side, end in (("new", change.new), ("old", change.old)):
-            if end is not None and end.target is not None:
-                check_hash(headers.event, f"{side}.target.hash", end.target.hash)
         keys.append(f"{ref.type if ref else '?'}:{ref_name}:{head or 'deleted'}")
         branches = [ref_name] if is_branch and change.new is not None else []
         for raw in change.commits:
-            check_hash(headers.event, "commit hash", raw.hash)
-            for parent in raw.parents:
-                check_hash(headers.event, f"commit {raw.hash[:12]!r} parent", parent.hash)
-            check_moment(headers.event, f"commit {raw.hash[:12]!r} date", raw.date)
             known = commits.get(raw.hash)
             if known is None:
                 commits[raw.hash] = _commit(raw, repo, list(branches), delivery.received_at)
@@ -247,18 +176,8 @@ def _decode_push(body: bytes, headers: DeliveryHeaders, delivery: WebhookDeliver
 def _decode_pr(
     body: bytes, headers: DeliveryHeaders, delivery: WebhookDelivery, scan: bool
 ) -> Decoded:
-    try:
-        event = _pr_decoder.decode(body)
-    except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
-        raise shape_error(headers.event, exc, body) from None
+    event = shapes.checked_pull_request(body, headers)
     pr, repo = event.pullrequest, event.repository.full_name
-    if pr.state not in _PR_STATES:
-        raise DecodeError(f"{headers.event} payload of the wrong shape: unknown state {pr.state!r}")
-    if not 1 <= pr.id <= MAX_ID:
-        raise DecodeError(f"{headers.event} payload has pull request id {pr.id} out of range")
-    check_moment(headers.event, "created_on", pr.created_on)
-    check_moment(headers.event, "updated_on", pr.updated_on)
-    check_pr_refs(headers.event, pr, repo)
     # merge_commit keeps the 12-character abbreviation of webhook payloads (§0.8).
     record = pull_request_from_api(pr, repo, [])
     source = pr.source.repository.full_name if pr.source.repository else ""
@@ -393,7 +312,7 @@ def _decode(
             return rev.decode_status(body, head, delivery, compliance_keys)
     # Not stored, but still held to the contract: the body must be JSON.
     try:
-        _any_json(body)
+        shapes.any_json(body)
         body.decode("utf-8")  # Raw does not look inside strings
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise shape_error(head.event, exc, body) from None

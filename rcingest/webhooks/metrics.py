@@ -91,6 +91,38 @@ class WebhookMetrics:
             "1 while the backfill worker runs and its queue store works, else 0",
             registry=r,
         )
+        self.inbox_pending = Gauge(
+            "rcingest_webhook_inbox_pending",
+            "Deliveries acknowledged and not yet normalised (pending or failed, to retry)",
+            registry=r,
+        )
+        self.inbox_parked = Gauge(
+            "rcingest_webhook_inbox_parked",
+            "Deliveries the normaliser gave up on (listed by `rcingest inbox --state parked`)",
+            registry=r,
+        )
+        self.normalisation_lag = Gauge(
+            "rcingest_webhook_normalisation_lag_seconds",
+            "Age of the oldest delivery not yet normalised (0 when none)",
+            registry=r,
+        )
+        self.normalisation_delay = Histogram(
+            "rcingest_webhook_normalisation_delay_seconds",
+            "From a delivery's arrival to its records' commit",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=r,
+        )
+        self.inbox_normalised = Counter(
+            "rcingest_webhook_inbox_normalised",
+            "Inbox rows settled by the normaliser, by outcome (done, failed, parked)",
+            ["outcome"],
+            registry=r,
+        )
+        self.normaliser_healthy = Gauge(
+            "rcingest_webhook_normaliser_healthy",
+            "1 while the normaliser runs and its inbox works, else 0",
+            registry=r,
+        )
         # Labelled children, looked up once: ``labels()`` takes a lock and
         # builds a key on every call, which adds up on the request path.
         self._deliveries: dict[tuple[str, str], Any] = {}
