@@ -28,6 +28,8 @@ import sqlite3
 import threading
 import time
 
+from rcingest import faults
+
 log = logging.getLogger("rcingest.database")
 
 #: WAL size (in pages, 4 KB each) past which the writer resets the WAL: 256 MB.
@@ -36,7 +38,8 @@ RESET_FRAMES = 65_536
 
 def _passive(conn: sqlite3.Connection) -> tuple[int, int, int]:
     """One PASSIVE checkpoint: (busy, frames in the WAL, frames copied to the database)."""
-    busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()[0]
+    with faults.during("checkpoint"):  # the kill test's third point (rcingest/faults.py)
+        busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()[0]
     return int(busy), int(frames), int(copied)
 
 
