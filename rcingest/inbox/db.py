@@ -21,53 +21,30 @@ from __future__ import annotations
 import sqlite3
 import time
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
 
 from rcingest import faults
-from rcingest.inbox.model import OPEN_STATES, Arrival, InboxEntry, InboxFilter, InboxRow
+from rcingest.inbox.model import Arrival, InboxEntry, InboxFilter
+from rcingest.inbox.sql import OPEN, ROW, InboxTable, entry_of
 
 __all__ = ["TABLE", "InboxDB", "connect"]
 
 TABLE = "webhook_inbox"
 _json = msgspec.json.Encoder()
-_headers = msgspec.json.Decoder(dict[str, str])
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS webhook_inbox (
-    id {id},
-    request_uuid TEXT NOT NULL UNIQUE,
-    event TEXT NOT NULL,
-    repository TEXT NOT NULL,
-    received_at {real} NOT NULL,
-    headers TEXT NOT NULL,
-    body {blob} NOT NULL,
-    body_bytes INTEGER NOT NULL,
-    state TEXT NOT NULL DEFAULT 'pending',
-    attempts INTEGER NOT NULL DEFAULT 0,
-    not_before {real} NOT NULL DEFAULT 0,
-    last_error TEXT,
-    done_at {real},
-    received INTEGER NOT NULL DEFAULT 1
-);
-CREATE INDEX IF NOT EXISTS webhook_inbox_open ON webhook_inbox (id)
-    WHERE state IN ('pending', 'failed');
-CREATE INDEX IF NOT EXISTS webhook_inbox_open_repository ON webhook_inbox (repository, id)
-    WHERE state IN ('pending', 'failed');
-CREATE INDEX IF NOT EXISTS webhook_inbox_received ON webhook_inbox (received_at)
-"""
-_ROW = (
-    "id, request_uuid, event, repository, received_at, state, attempts, last_error, "
-    "done_at, body_bytes, received"
-)
-_OPEN = "('pending', 'failed')"
 
 
-def connect(spec: str, synchronous: Literal["NORMAL", "FULL"] = "NORMAL") -> InboxDB:
-    """An :class:`InboxDB` on ``spec``: a SQLite path or a ``postgresql://`` URL."""
+def connect(
+    spec: str, synchronous: Literal["NORMAL", "FULL"] = "NORMAL", *, must_exist: bool = False
+) -> InboxDB:
+    """An :class:`InboxDB` on ``spec``: a SQLite path or a ``postgresql://`` URL.
+
+    ``must_exist``: a SQLite file that is not there raises ``FileNotFoundError``
+    instead of being created (the read-only commands).
+    """
     if "://" in spec and spec.split("://", 1)[0].lower() in ("postgresql", "postgres"):
         import psycopg2
 
@@ -75,6 +52,8 @@ def connect(spec: str, synchronous: Literal["NORMAL", "FULL"] = "NORMAL") -> Inb
         conn.autocommit = False
         return InboxDB(conn, "postgresql")
     path = Path(spec)
+    if must_exist and not path.is_file():
+        raise FileNotFoundError(f"no inbox at {spec}")
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -83,87 +62,8 @@ def connect(spec: str, synchronous: Literal["NORMAL", "FULL"] = "NORMAL") -> Inb
     return InboxDB(conn, "sqlite")
 
 
-def _row(r: Sequence[Any]) -> InboxRow:
-    return InboxRow(
-        id=int(r[0]),
-        request_uuid=r[1],
-        event=r[2],
-        repository=r[3],
-        received_at=float(r[4]),
-        state=r[5],
-        attempts=int(r[6]),
-        last_error=r[7],
-        done_at=None if r[8] is None else float(r[8]),
-        body_bytes=int(r[9]),
-        received=int(r[10]),
-    )
-
-
-class InboxDB:
-    """The inbox on one open connection (not thread-safe: one thread uses it)."""
-
-    def __init__(self, conn: Any, dialect: Literal["sqlite", "postgresql"]) -> None:
-        self.conn = conn
-        self.dialect = dialect
-        self._secrets: tuple[bytes, ...] = ()
-        self._claimed = False
-
-    # ---- plumbing -----------------------------------------------------------
-
-    def _sql(self, sql: str) -> str:
-        return sql if self.dialect == "sqlite" else sql.replace("?", "%s")
-
-    def _begin(self) -> Any:
-        cur = self.conn.cursor()
-        if self.dialect == "sqlite":
-            cur.execute("BEGIN IMMEDIATE")
-        return cur
-
-    def _commit(self) -> None:
-        if self.dialect == "sqlite":
-            self.conn.execute("COMMIT")
-        else:
-            self.conn.commit()
-
-    def _rollback(self) -> None:
-        if self.dialect == "sqlite":
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-        else:
-            self.conn.rollback()
-
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        cur = self.conn.cursor()
-        cur.execute(self._sql(sql), tuple(params))
-        rows = cur.fetchall()
-        if self.dialect == "postgresql" and not self._claimed:
-            self.conn.commit()  # end the read's transaction (no locks kept)
-        return list(rows)
-
-    def _write(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> int:
-        cur = self._begin()
-        changed = 0
-        try:
-            for sql, params in statements:
-                cur.execute(self._sql(sql), tuple(params))
-                changed += max(cur.rowcount, 0)
-            self._commit()
-        except BaseException:
-            self._rollback()
-            raise
-        return changed
-
-    def create(self) -> None:
-        """Create the table and its indexes when missing."""
-        if self.dialect == "sqlite":
-            ddl = _SCHEMA.format(id="INTEGER PRIMARY KEY AUTOINCREMENT", real="REAL", blob="BLOB")
-        else:
-            ddl = _SCHEMA.format(id="BIGSERIAL PRIMARY KEY", real="DOUBLE PRECISION", blob="BYTEA")
-        self._write((stmt, ()) for stmt in ddl.split(";") if stmt.strip())
-
-    def close(self) -> None:
-        self._rollback()
-        self.conn.close()
+class InboxDB(InboxTable):
+    """The inbox's write protocol on one connection: append, claim, settle, retry, purge."""
 
     def mask(self, secrets: Iterable[str]) -> None:
         """Values to replace by ``***`` in bodies and headers before they are stored."""
@@ -243,8 +143,8 @@ class InboxDB:
         self._claimed = True
         try:
             rows = self._query(
-                f"SELECT {_ROW}, headers, body FROM webhook_inbox "
-                f"WHERE state IN {_OPEN} AND not_before <= ? ORDER BY id LIMIT ?{lock}",
+                f"SELECT {ROW}, headers, body FROM webhook_inbox "
+                f"WHERE state IN {OPEN} AND not_before <= ? ORDER BY id LIMIT ?{lock}",
                 (now, limit),
             )
             if not rows:
@@ -254,7 +154,7 @@ class InboxDB:
             marks = ", ".join("?" for _ in repos)
             first = dict(
                 self._query(
-                    f"SELECT repository, MIN(id) FROM webhook_inbox WHERE state IN {_OPEN} "
+                    f"SELECT repository, MIN(id) FROM webhook_inbox WHERE state IN {OPEN} "
                     f"AND repository IN ({marks}) GROUP BY repository",
                     repos,
                 )
@@ -265,15 +165,7 @@ class InboxDB:
         claimed = {int(r[0]) for r in rows}
         # A repository whose first open row is not ours waits for it.
         blocked = {repo for repo, first_id in first.items() if int(first_id) not in claimed}
-        entries = [
-            InboxEntry(
-                row=_row(r),
-                headers=_headers.decode(r[11]),
-                body=zlib.decompress(bytes(r[12])),
-            )
-            for r in rows
-            if r[3] not in blocked
-        ]
+        entries = [entry_of(r) for r in rows if r[3] not in blocked]
         if not entries:
             self.release()
         return entries
@@ -298,7 +190,7 @@ class InboxDB:
                 (
                     "UPDATE webhook_inbox SET state = 'done', done_at = ?, "
                     "attempts = attempts + 1, last_error = NULL "
-                    f"WHERE id IN ({marks}) AND state IN {_OPEN}",
+                    f"WHERE id IN ({marks}) AND state IN {OPEN}",
                     [now, *ids],
                 )
             )
@@ -338,62 +230,7 @@ class InboxDB:
         self._claimed = False
         self._rollback()
 
-    # ---- reading, retrying, purging --------------------------------------------
-
-    def _where(self, f: InboxFilter) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if f.states:
-            clauses.append(f"state IN ({', '.join('?' for _ in f.states)})")
-            params.extend(f.states)
-        if f.repository is not None:
-            clauses.append("repository = ?")
-            params.append(f.repository)
-        if f.since is not None:
-            clauses.append("received_at >= ?")
-            params.append(f.since)
-        if f.until is not None:
-            clauses.append("received_at < ?")
-            params.append(f.until)
-        if f.request_uuids:
-            clauses.append(f"request_uuid IN ({', '.join('?' for _ in f.request_uuids)})")
-            params.extend(f.request_uuids)
-        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
-
-    def rows(self, f: InboxFilter | None = None) -> list[InboxRow]:
-        """The rows ``f`` selects, oldest first (no bodies)."""
-        f = f or InboxFilter()
-        where, params = self._where(f)
-        limit = f" LIMIT {int(f.limit)}" if f.limit is not None else ""
-        return [
-            _row(r)
-            for r in self._query(
-                f"SELECT {_ROW} FROM webhook_inbox{where} ORDER BY id{limit}", params
-            )
-        ]
-
-    def entries(self, f: InboxFilter | None = None, page: int = 500) -> Iterator[InboxEntry]:
-        """The entries ``f`` selects with their bodies, oldest first, read a page at a time."""
-        f = f or InboxFilter()
-        where, params = self._where(f)
-        after, left = 0, f.limit
-        glue = " AND " if where else " WHERE "
-        while left is None or left > 0:
-            size = page if left is None else min(page, left)
-            rows = self._query(
-                f"SELECT {_ROW}, headers, body FROM webhook_inbox{where}{glue}id > ? "
-                f"ORDER BY id LIMIT {size}",
-                [*params, after],
-            )
-            if not rows:
-                return
-            for r in rows:
-                yield InboxEntry(
-                    row=_row(r), headers=_headers.decode(r[11]), body=zlib.decompress(bytes(r[12]))
-                )
-            after = int(rows[-1][0])
-            if left is not None:
-                left -= len(rows)
+    # ---- retrying, purging -------------------------------------------------------
 
     def retry(self, f: InboxFilter) -> int:
         """Put the ``failed`` and ``parked`` rows ``f`` selects back to ``pending``; how many."""
@@ -411,18 +248,6 @@ class InboxDB:
             ]
         )
 
-    def counts(self) -> dict[str, int]:
-        """Rows per state (every state present, 0 when none)."""
-        found = dict(self._query("SELECT state, COUNT(*) FROM webhook_inbox GROUP BY state"))
-        return {s: int(found.get(s, 0)) for s in ("pending", "failed", "done", "parked")}
-
-    def oldest_open(self) -> float | None:
-        """``received_at`` of the oldest row still to normalise (None when none)."""
-        row = self._query(
-            f"SELECT received_at FROM webhook_inbox WHERE state IN {_OPEN} ORDER BY id LIMIT 1"
-        )
-        return float(row[0][0]) if row else None
-
     def purge(self, before: float) -> int:
         """Delete the ``done`` rows received before ``before``; how many.
 
@@ -431,6 +256,3 @@ class InboxDB:
         return self._write(
             [("DELETE FROM webhook_inbox WHERE state = 'done' AND received_at < ?", (before,))]
         )
-
-
-assert OPEN_STATES == ("pending", "failed")  # _OPEN spells them in SQL
