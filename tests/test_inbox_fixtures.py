@@ -100,7 +100,7 @@ def dump(db: Path, start: float, end: float) -> dict[str, list[tuple[Any, ...]]]
             if r[0] not in ("source_cursors", "runs", "schema_version", "sqlite_sequence")
         ]
         for table in tables:
-            rows = conn.execute(f"SELECT * FROM {table}").fetchall()  # noqa: S608
+            rows = conn.execute(f"SELECT * FROM {table}").fetchall()
             out[table] = sorted((tuple(clean(v) for v in row) for row in rows), key=repr)
     return out
 

@@ -377,7 +377,7 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
     async def reject(self, checkpoint: Checkpoint, error: BaseException) -> None:
         """A sink failed on the batch: the delivery's sender gets 503 and retries."""
         if checkpoint.stream in STREAMS:
-            self.intake.reject(checkpoint.token)
+            self.intake.reject(checkpoint.token, error)
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests hand over, then end ``records`` after draining."""

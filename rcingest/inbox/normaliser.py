@@ -36,8 +36,8 @@ from rcingest.webhooks.decode import BackfillJob
 
 __all__ = ["Normaliser"]
 
-#: Hand ``records`` to the pipeline; resolves True once committed, False when a sink failed.
-Deliver = Callable[[list[Record]], Awaitable[bool]]
+#: Hand ``records`` to the pipeline; resolves None once committed, else the reason it was not.
+Deliver = Callable[[list[Record]], Awaitable[str | None]]
 #: Record backfill jobs durably (raises when it cannot).
 AddJobs = Callable[[Sequence[BackfillJob]], Awaitable[Any]]
 
@@ -82,6 +82,8 @@ class Normaliser:
         self.redact = redact
         self.healthy = True
         self.last_error = ""
+        #: Why the last delivery that failed or was parked did (shown by /readyz).
+        self.last_failure = ""
         self._wake = asyncio.Event()
         self._stopping = False
         self._drain_until = 0.0
@@ -163,12 +165,13 @@ class Normaliser:
         now = time.time()
         done: list[int] = []
         failed: list[tuple[int, str, float]] = []
-        for (entry, _), ok in zip(todo, results, strict=True):
-            if ok is True:
+        for (entry, _), outcome in zip(todo, results, strict=True):
+            if outcome is None:
                 done.append(entry.row.id)
                 continue
-            reason = "a sink did not commit it" if ok is False else f"{type(ok).__name__}: {ok}"
-            reason = self.redact(reason)
+            if isinstance(outcome, BaseException):
+                outcome = f"{type(outcome).__name__}: {outcome}"
+            reason = self.last_failure = self.redact(outcome)
             attempts = entry.row.attempts + 1
             if attempts >= self.max_attempts:
                 parked.append((entry.row.id, f"after {attempts} attempts: {reason}"))

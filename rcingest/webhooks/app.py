@@ -133,6 +133,17 @@ class Receiver:
             return False
         return await sub.future
 
+    async def commit(self, records: list[Record]) -> str | None:
+        """Hand ``records`` to the pipeline; None once committed, else why not."""
+        try:
+            sub = self.intake.submit(records)
+        except Closed as exc:
+            return str(exc)
+        if await sub.future:
+            return None
+        error = sub.error
+        return "a sink did not commit it" if error is None else self.redact(f"{error}")
+
     async def ready(self) -> tuple[bool, str]:
         """Readiness: a probe checkpoint was committed by the sinks and came back.
 

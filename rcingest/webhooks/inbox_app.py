@@ -141,7 +141,7 @@ def _normaliser(
 
     return Normaliser(
         inbox,
-        r.deliver,
+        r.commit,
         settings=DecodeSettings(
             scan_pull_requests=s.scan_pull_requests,
             compliance_keys=s.compliance_keys,
@@ -173,15 +173,23 @@ async def _retention(inbox: Inbox, settings: InboxSettings, r: Receiver) -> None
         await asyncio.sleep(3600)
 
 
-async def _notes(inbox: Inbox, settings: InboxSettings, r: Receiver) -> dict[str, Any]:
+async def _notes(
+    inbox: Inbox, normaliser: Normaliser, settings: InboxSettings, r: Receiver
+) -> dict[str, Any]:
+    """The inbox's figures for /readyz (and the gauges /metrics shows).
+
+    Readiness itself depends on the append path (and the pipeline's probe):
+    a daemon whose normalisation lags still acknowledges safely, so it says
+    so here instead of refusing traffic.
+    """
     lag = await inbox.lag()
     counts = await inbox.counts()
     r.metrics.normalisation_lag.set(lag)
     r.metrics.inbox_pending.set(counts["pending"] + counts["failed"])
     r.metrics.inbox_parked.set(counts["parked"])
-    notes: dict[str, Any] = {
-        "inbox": {"lag_seconds": round(lag, 3), **counts},
-    }
+    notes: dict[str, Any] = {"inbox": {"lag_seconds": round(lag, 3), **counts}}
+    if normaliser.last_failure and counts["failed"] + counts["parked"]:
+        notes["inbox"]["last_failure"] = normaliser.last_failure
     if settings.lag_threshold and lag > settings.lag_threshold:
         notes["lagging"] = (
             f"normalisation lag {lag:.1f}s exceeds {settings.lag_threshold:g}s "
@@ -209,7 +217,7 @@ async def _inbox_context(app: web.Application) -> AsyncIterator[None]:
         return None
 
     async def notes() -> dict[str, Any]:
-        return await _notes(inbox, settings, r)
+        return await _notes(inbox, normaliser, settings, r)
 
     r.checks.append(failing)
     r.notes = notes

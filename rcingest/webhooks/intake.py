@@ -44,7 +44,7 @@ class Closed(Exception):
 class Submission:
     """Records waiting for the pipeline, and the future their sender awaits."""
 
-    __slots__ = ("future", "records", "state", "stream", "submitted", "token")
+    __slots__ = ("error", "future", "records", "state", "stream", "submitted", "token")
 
     def __init__(
         self,
@@ -60,6 +60,8 @@ class Submission:
         self.stream = stream
         self.state = state
         self.submitted = time.monotonic()
+        #: Why a sink rejected it (set by ``reject``), for the inbox's records.
+        self.error: BaseException | None = None
 
 
 class Intake:
@@ -146,8 +148,11 @@ class Intake:
         """Every sink committed the submission ``token``: its sender may answer 2xx."""
         return self._settle(token, True)
 
-    def reject(self, token: int) -> Submission | None:
-        """A sink failed on the submission ``token``: its sender answers 503."""
+    def reject(self, token: int, error: BaseException | None = None) -> Submission | None:
+        """A sink failed on the submission ``token`` (with ``error``): its sender answers 503."""
+        sub = self._pending.get(token)
+        if sub is not None:
+            sub.error = error
         return self._settle(token, False)
 
     def forget(self, sub: Submission) -> None:
