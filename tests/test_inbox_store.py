@@ -144,9 +144,7 @@ def test_purge_deletes_old_done_rows_only(spec: str) -> None:
     db.append([arrival("old-done", received_at=old), arrival("old-parked", "x/y", received_at=old)])
     db.append([arrival("old-open", "z/z", received_at=old), arrival("new-done", "n/n")])
     rows = {e.row.request_uuid: e.row.id for e in db.claim(10)}
-    db.settle(
-        done=[rows["old-done"], rows["new-done"]], parked=[(rows["old-parked"], "refused")]
-    )
+    db.settle(done=[rows["old-done"], rows["new-done"]], parked=[(rows["old-parked"], "refused")])
     assert db.purge(time.time() - 30 * 86_400) == 1
     assert {r.request_uuid for r in db.rows()} == {"old-parked", "old-open", "new-done"}
     db.close()

@@ -137,7 +137,13 @@ class InboxTable:
             ddl = SCHEMA.format(id="INTEGER PRIMARY KEY AUTOINCREMENT", real="REAL", blob="BLOB")
         else:
             ddl = SCHEMA.format(id="BIGSERIAL PRIMARY KEY", real="DOUBLE PRECISION", blob="BYTEA")
-        self._write((stmt, ()) for stmt in ddl.split(";") if stmt.strip())
+        statements = [(stmt, ()) for stmt in ddl.split(";") if stmt.strip()]
+        if self.dialect == "postgresql":
+            # Two daemons starting together would race in CREATE ... IF NOT
+            # EXISTS (PostgreSQL then fails one with a duplicate type); a
+            # transaction-scoped lock makes the second wait and find it made.
+            statements.insert(0, ("SELECT pg_advisory_xact_lock(7215049521)", ()))
+        self._write(statements)
 
     def close(self) -> None:
         self._rollback()
