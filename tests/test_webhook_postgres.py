@@ -62,7 +62,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(tmp_path: Path, name: str, database: str) -> tuple[subprocess.Popen[bytes], int]:
+def start(
+    tmp_path: Path, name: str, database: str, inbox: str | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """``rcingest serve`` on a free port; ``inbox``: a shared one (else a SQLite file each)."""
     port = free_port()
     pipeline = tmp_path / f"{name}.yaml"
     pipeline.write_text(
@@ -70,11 +73,15 @@ def start(tmp_path: Path, name: str, database: str) -> tuple[subprocess.Popen[by
         "source:\n  type: bitbucket_webhook\n  config:\n"
         "    secret: ${BITBUCKET_WEBHOOK_SECRET}\n"
         f"    backfill_queue: '{tmp_path}/{name}-backfill.db'\n"
-        f"    inbox: '{tmp_path}/{name}-inbox.db'\n"
+        "    inbox: ${RCINGEST_INBOX_URL}\n"
         "enrichers: [{type: story_keys}]\n"
         "sinks: [{type: database}]\n"
     )
-    env = {**os.environ, "BITBUCKET_WEBHOOK_SECRET": SECRET}
+    env = {
+        **os.environ,
+        "BITBUCKET_WEBHOOK_SECRET": SECRET,
+        "RCINGEST_INBOX_URL": inbox or f"{tmp_path}/{name}-inbox.db",
+    }
     cmd = [sys.executable, "-c", "from rcingest.cli import main; main()", "serve", str(pipeline)]
     cmd += ["--port", str(port), "--database", database, "-q"]
     log = (tmp_path / f"{name}.log").open("wb")
