@@ -8,6 +8,8 @@ fresh, in turn (interleaved, so that the machine's noise hits them alike):
 * ``bare``: an aiohttp handler that only reads the body (the ceiling);
 * ``fastapi``: bench/fastapi_receiver.py, a textbook FastAPI + SQLite
   receiver under uvicorn (verify, insert, commit per request);
+* ``fastapi_wal`` (only with ``--kinds``): the same receiver on WAL with
+  synchronous=NORMAL, the durability setting rcingest runs with;
 * ``committed``: ``rcingest serve`` acknowledging after the rows are
   committed (``ack: committed``; today's path), SQLite WAL, synchronous=NORMAL;
 * ``inbox``: ``rcingest serve`` acknowledging once the raw delivery is in the
@@ -86,8 +88,8 @@ def one_round(kind: str, workdir: Path, data: Path, args: argparse.Namespace) ->
     inbox = workdir / f"inbox-{port}.db"
     if kind == "bare":
         proc = start_bare(port)
-    elif kind == "fastapi":
-        proc = start_fastapi(port, db, log)
+    elif kind in ("fastapi", "fastapi_wal"):
+        proc = start_fastapi(port, db, log, wal=kind == "fastapi_wal")
     else:
         ack = kind if inbox_supported() else None
         pipeline = write_pipeline(

@@ -90,6 +90,10 @@ class Sampler(threading.Thread):
         return self.samples[-1] if self.samples else {}
 
 
+def fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -161,7 +165,7 @@ def one_step(
         why.append(f"sender {r['late_last10_ms'] / 1000:.1f} s behind its schedule")
     if path == "inbox":
         if r["lag_max_last10_s"] is None or r["lag_max_last10_s"] >= args.lag_bound:
-            why.append(f"lag over the last 10 s up to {r['lag_max_last10_s']} s")
+            why.append(f"lag over the last 10 s up to {fmt(r['lag_max_last10_s'])} s")
         if drain is None:
             why.append(f"not drained within {args.drain:.0f} s")
     r["bounded"] = not why
@@ -185,8 +189,8 @@ def describe(r: dict[str, Any]) -> str:
     if r["path"] == "inbox":
         drain = r["drain_s"]
         s += (
-            f", lag p99 {r['lag_p99_s']} s (last 10 s max {r['lag_max_last10_s']}), pending max "
-            f"{r['pending_max']}, drained {'no' if drain is None else f'{drain:.1f} s'}"
+            f", lag p99 {fmt(r['lag_p99_s'])} s (last 10 s max {fmt(r['lag_max_last10_s'])}), "
+            f"pending max {r['pending_max']}, drained {'no' if drain is None else f'{drain:.1f} s'}"
         )
     elif r["queue_max"] is not None:
         s += f", queue max {r['queue_max']:.0f}"
@@ -236,23 +240,28 @@ def main() -> None:
 def summarise(steps: list[dict[str, Any]], paths: list[str], rounds: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for path in paths:
-        caps, lags = [], []
+        caps, lags, p99s = [], [], []
         for n in range(1, rounds + 1):
             ok = [s for s in steps if s["path"] == path and s["round"] == n and s["bounded"]]
             best = max(ok, key=lambda s: s["offered"], default=None)
             caps.append(best["offered"] if best else 0)
             lags.append(best["lag_p99_s"] if best else None)
-        out[path] = {"capacity_rounds": caps, "lag_p99_rounds": lags}
+            p99s.append(best["p99_us"] / 1000 if best else None)
+        out[path] = {"capacity_rounds": caps, "lag_p99_rounds": lags, "ack_p99_ms_rounds": p99s}
         out[path]["capacity"] = statistics.median(caps)
     if "inbox" in out and "committed" in out and out["committed"]["capacity"]:
         out["inbox_x_committed"] = out["inbox"]["capacity"] / out["committed"]["capacity"]
-    print("\n| path | end-to-end capacity (median) | rounds | lag p99 at capacity, per round |")
-    print("|---|---|---|---|")
+    print(
+        "\n| path | end-to-end capacity (median) | rounds | lag p99 s at capacity, per round "
+        "| ack p99 ms at capacity, per round |"
+    )
+    print("|---|---|---|---|---|")
     for path in paths:
         s = out[path]
         print(
             f"| {path} | {s['capacity']:,.0f}/s | {', '.join(map(str, s['capacity_rounds']))} "
-            f"| {', '.join(str(x) for x in s['lag_p99_rounds'])} |"
+            f"| {', '.join(fmt(x) for x in s['lag_p99_rounds'])} "
+            f"| {', '.join(fmt(x) for x in s['ack_p99_ms_rounds'])} |"
         )
     if "inbox_x_committed" in out:
         print(f"\ninbox / committed end-to-end: {out['inbox_x_committed']:.2f}x (target >= 2x)")

@@ -261,9 +261,15 @@ def start_bare(port: int) -> subprocess.Popen[bytes]:
     return proc
 
 
-def start_fastapi(port: int, database: Path, log: Path) -> subprocess.Popen[bytes]:
-    """bench/fastapi_receiver.py under uvicorn, one worker, writing to ``database``."""
+def start_fastapi(
+    port: int, database: Path, log: Path, wal: bool = False
+) -> subprocess.Popen[bytes]:
+    """bench/fastapi_receiver.py under uvicorn, one worker, writing to ``database``.
+
+    ``wal``: its variant with WAL and synchronous=NORMAL instead of SQLite's defaults.
+    """
     env = {**os.environ, "RECEIVER_DB": str(database), "RECEIVER_SECRET": SECRET}
+    env["RECEIVER_WAL"] = "1" if wal else "0"
     cmd = [
         sys.executable, "-m", "uvicorn", "fastapi_receiver:app", "--host", "127.0.0.1",
         "--port", str(port), "--workers", "1", "--no-access-log", "--log-level", "warning",
