@@ -1,7 +1,8 @@
 """Property-based tests of the sans-I/O webhook core (issue 15), with Hypothesis.
 
 * Any headers and any bytes give one of the documented statuses (200, 202,
-  400, 401, 413), never an exception.
+  400, 401, 413), never an exception; the inbox's request path (``admit``)
+  gives the same status, and what it stores derives to the same records.
 * A generated valid push payload decodes to exactly the commits it holds
   (NUL characters removed, the documented rule).
 """
@@ -19,6 +20,9 @@ from hypothesis import event as tally
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
+from rcingest.inbox.derive import DecodeSettings, derive
+from rcingest.inbox.gate import admit
+from rcingest.inbox.model import InboxEntry, InboxRow
 from rcingest.records import Commit
 from rcingest.webhooks import receive, sign
 from rcingest.webhooks.decode import decode
@@ -138,6 +142,33 @@ def test_any_request_gets_a_documented_status(
     assert (v.decoded is not None) == (v.status == 200)
     if signed in ("unsigned", "bad signature") and len(body) <= options["max_body_bytes"]:
         assert v.status == 401
+    # The inbox's request path answers exactly as the direct path, and what it
+    # stores derives, later, to exactly the records the direct path stores.
+    a = admit(headers, body, secret=secret, received_at=NOW.timestamp(), **options)
+    assert (a.verdict.status, a.verdict.outcome) == (v.status, v.outcome)
+    assert (a.arrival is not None) == (v.status == 200)
+    if a.arrival is not None and v.decoded is not None:
+        entry = InboxEntry(
+            row=InboxRow(
+                id=1,
+                request_uuid=a.arrival.request_uuid,
+                event=a.arrival.event,
+                repository=a.arrival.repository,
+                received_at=a.arrival.received_at,
+                state="pending",
+                attempts=0,
+                last_error=None,
+                done_at=None,
+                body_bytes=len(body),
+                received=1,
+            ),
+            headers=a.arrival.headers,
+            body=a.arrival.body,
+        )
+        flags = {k: options[k] for k in ("scan_pull_requests", "compliance_keys", "inventory")}
+        derived = derive(entry, DecodeSettings(**flags))
+        assert derived.records == [*v.decoded.records, v.decoded.delivery]
+        assert derived.jobs == v.decoded.jobs
 
 
 # ---- round trip ---------------------------------------------------------------
