@@ -15,7 +15,9 @@ from rcingest.cli_assets import assets
 from rcingest.cli_check import check
 from rcingest.cli_common import fail
 from rcingest.cli_common import iso_option as _iso  # kept for tests and callers of 0.1
+from rcingest.cli_inbox import inbox
 from rcingest.cli_ingest import add_ingest_commands
+from rcingest.cli_replay import replay
 from rcingest.cli_run import run, serve
 from rcingest.cli_scan import scan_diff
 from rcingest.cli_tools import init, plugins, schema, validate
@@ -36,7 +38,9 @@ def cli() -> None:
     """rcingest: ingest Bitbucket commits, files, authors and Jira keys through plugin pipelines."""
 
 
-for _command in (run, serve, validate, init, plugins, schema, scan_diff, check, assets):
+for _command in (
+    run, serve, validate, init, plugins, schema, scan_diff, check, assets, inbox, replay,
+):  # fmt: skip
     cli.add_command(_command)
 add_ingest_commands(cli, run)
 

@@ -98,7 +98,7 @@ class RunContext:
     started_at: datetime
     base_dir: Path
     source_id: str = ""
-    mode: Literal["run", "serve"] = "run"
+    mode: Literal["run", "serve", "replay"] = "run"
     dry_run: bool = False
     git_sha: str | None = None
     stats: Stats = field(default_factory=Stats)

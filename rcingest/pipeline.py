@@ -72,7 +72,15 @@ def state_file_for(pipeline: Pipeline) -> Path:
 class Runner:
     """Runs one pipeline once (``run``) or until stopped (``serve``)."""
 
-    def __init__(self, pipeline: Pipeline, context: RunContext, progress: Progress | None = None):
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        context: RunContext,
+        progress: Progress | None = None,
+        source: Source[Any] | None = None,
+    ):
+        """``source``, when given, replaces the pipeline's own (``rcingest replay``
+        feeds the pipeline's enrichers and sinks from the inbox)."""
         self.pipeline = pipeline
         self.context = context
         self.progress = progress
@@ -84,7 +92,7 @@ class Runner:
         context.scanners = [self._build(c) for c in pipeline.scanners]
         for scanner, component in zip(context.scanners, pipeline.scanners, strict=True):
             scanner.name = component.label
-        self.source: Source[Any] = self._build(pipeline.source)
+        self.source: Source[Any] = source if source is not None else self._build(pipeline.source)
         self.enrichers: list[Enricher[Any]] = [self._build(c) for c in pipeline.enrichers]
         # A dry run fetches and enriches but builds no sink: nothing can be written.
         chosen = [] if context.dry_run else pipeline.sinks
@@ -131,7 +139,8 @@ class Runner:
         """
         self._stopping.set()
         await self.source.stop()
-        if self.context.mode == "run" and self._producer is not None:
+        # (A replay is cut short like a scan: only a server drains.)
+        if self.context.mode != "serve" and self._producer is not None:
             self._producer.cancel()
 
     async def run(self) -> RunResult:
@@ -149,7 +158,7 @@ class Runner:
                     await self._stream()
                     ctx.status = (
                         "interrupted"
-                        if self._stopping.is_set() and ctx.mode == "run"
+                        if self._stopping.is_set() and ctx.mode != "serve"
                         else "succeeded"
                     )
                 except BaseException:

@@ -79,6 +79,10 @@ class DatabaseSink(Sink[DatabaseConfig], StateStore):
         self._rows = 0
         self._checkpointer: WalCheckpointer | None = None
         self._run_updated = 0.0
+        # Replay mode: the commits and pull requests whose stored story keys
+        # this run already replaced (see _write_once).
+        self._rekeyed_commits: set[str] = set()
+        self._rekeyed_prs: set[tuple[str, int]] = set()
 
     @classmethod
     def preflight(cls, config: DatabaseConfig, context: RunContext) -> None:
@@ -208,7 +212,7 @@ class DatabaseSink(Sink[DatabaseConfig], StateStore):
         return True
 
     def _write_once(self, batch: Batch) -> int:
-        from rcingest.default_plugins.database.writer import write_rows
+        from rcingest.default_plugins.database.writer import Rekey, write_rows
 
         rows: Rows = build_rows(
             batch.records,
@@ -220,13 +224,26 @@ class DatabaseSink(Sink[DatabaseConfig], StateStore):
         before = (self._records.copy(), self._rows)
         self._records.update(rows.records)
         self._rows += rows.total()
+        replace: Rekey | None = None
+        if self.context.mode == "replay":
+            # `rcingest replay` re-derives keys (perhaps under a new grammar):
+            # a commit's or pull request's stored keys are replaced the first
+            # time this run writes it, then added to like any run's, so keys
+            # lent by two branches in two deliveries both stay.
+            replace = Rekey(
+                commits=[h for h in rows.commits if h not in self._rekeyed_commits],
+                pull_requests=[k for k in rows.pull_requests if k not in self._rekeyed_prs],
+            )
         try:
             # The runs row keeps the status "running" while the run goes on, but
             # its counts follow every batch, in the batch's own transaction.
-            n = write_rows(self.db, self.models, rows, after=self._after_batch())
+            n = write_rows(self.db, self.models, rows, after=self._after_batch(), rekey=replace)
         except BaseException:
             self._records, self._rows = before
             raise
+        if replace is not None:  # only once committed: a failed batch replaces again
+            self._rekeyed_commits.update(replace.commits)
+            self._rekeyed_prs.update(replace.pull_requests)
         if self._checkpointer is not None:
             self._checkpointer.reset_if_offered(self.db.connection())  # type: ignore[no-untyped-call]
         return n

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import peewee
@@ -158,15 +159,48 @@ def _transaction(db: peewee.Database) -> Iterator[None]:
         raise
 
 
+@dataclass(frozen=True)
+class Rekey:
+    """The commits and pull requests whose stored story keys a batch replaces (replay)."""
+
+    commits: list[str]
+    pull_requests: list[tuple[str, int]]
+
+
+def _delete_story_keys(m: Models, rekey: Rekey) -> None:
+    """Delete the stored story keys of ``rekey``'s commits and pull requests."""
+    chunk = 500  # well under either database's limit of bound parameters
+    sk = m.story_keys
+    for start in range(0, len(rekey.commits), chunk):
+        sk.delete().where(sk.commit_hash.in_(rekey.commits[start : start + chunk])).execute()
+    by_repository: dict[str, list[int]] = {}
+    for repository, pr_id in rekey.pull_requests:
+        by_repository.setdefault(repository, []).append(pr_id)
+    pk = m.pull_request_story_keys
+    for repository, ids in sorted(by_repository.items()):
+        for start in range(0, len(ids), chunk):
+            pk.delete().where(
+                (pk.repository == repository) & pk.pull_request_id.in_(ids[start : start + chunk])
+            ).execute()
+
+
 def write_rows(
-    db: peewee.Database, m: Models, rows: r.Rows, after: Callable[[], None] | None = None
+    db: peewee.Database,
+    m: Models,
+    rows: r.Rows,
+    after: Callable[[], None] | None = None,
+    rekey: Rekey | None = None,
 ) -> int:
     """Write one batch's rows (and its cursors) in one transaction; return the row count.
 
     ``after`` runs last inside the same transaction (the sink updates its
-    ``runs`` row there).
+    ``runs`` row there). ``rekey`` (replay only) names the commits and pull
+    requests whose stored story keys are deleted first, in the same
+    transaction, so the batch's keys replace them.
     """
     with _transaction(db):
+        if rekey is not None:
+            _delete_story_keys(m, rekey)
         write_repositories(db, m, rows, _insert)
         c = m.commits
         _insert(
