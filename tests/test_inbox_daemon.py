@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import aiohttp
 
 from rcingest.inbox.db import connect
 from rcingest.inbox.model import Arrival, InboxFilter
+from rcingest.webhooks.inbox_app import _SLOT as INBOX_SLOT
 from tests.test_webhook_daemon import PUSH, SECRET, FlakySink, daemon, post, signed
 
 FAST = {"inbox_retry_delay": 0.05}
@@ -224,3 +226,71 @@ async def test_refused_and_ignored_deliveries_are_not_stored(tmp_path: Path) -> 
         fork = b'{"repository": {"full_name": "a/b"}}'
         assert (await post(d.url, fork, signed(fork, "repo:fork", uuid="x-5")))[0] == 202
     assert inbox_rows(tmp_path) == []
+
+
+async def test_a_full_inbox_answers_503_and_readyz_follows_until_it_can_write(
+    tmp_path: Path,
+) -> None:
+    payload = json.loads(PUSH.read_bytes())
+    payload["push"]["changes"][0]["commits"][0]["message"] = "".join(
+        f"{i:08x}" for i in range(40_000)
+    )  # incompressible enough to need new pages
+    big = json.dumps(payload).encode()
+    async with daemon(tmp_path, {"max_body_bytes": 1_000_000}) as d:
+        state = d.runner.source.app[INBOX_SLOT].state  # type: ignore[attr-defined]
+        writer = state.inbox._writer
+        pages = await writer.call(lambda db: db.conn.execute("PRAGMA page_count").fetchone()[0])
+        await writer.call(lambda db: db.conn.execute(f"PRAGMA max_page_count={pages}"))
+        status, text = await post(d.url, big, signed(big, uuid="full-inbox"))
+        assert status == 503 and "retry" in text
+        ready, body = await get(d.base + "/readyz")
+        assert ready == 503 and "write failed" in body["reason"], body
+        await writer.call(lambda db: db.conn.execute("PRAGMA max_page_count=1073741823"))
+        await until_async(lambda: get(d.base + "/readyz"), lambda got: got[0] == 200)
+        assert (await post(d.url, big, signed(big, uuid="full-inbox")))[0] == 200
+        assert d.rows("SELECT request_uuid FROM deliveries") == [("full-inbox",)]
+
+
+async def until_async(fetch: Any, check: Any, timeout: float = 15.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check(await fetch()):
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.1)
+
+
+async def test_the_server_has_no_route_to_the_inbox(tmp_path: Path) -> None:
+    async with daemon(tmp_path) as d:
+        app = d.runner.source.app  # type: ignore[attr-defined]
+        routes = {(r.method, r.resource.canonical) for r in app.router.routes()}
+        assert routes == {
+            ("POST", "/webhooks/bitbucket"),
+            ("GET", "/healthz"),
+            ("GET", "/readyz"),
+            ("HEAD", "/healthz"),
+            ("HEAD", "/readyz"),
+            ("GET", "/metrics"),
+            ("HEAD", "/metrics"),
+        }
+
+
+async def test_retention_deletes_old_normalised_deliveries_at_start(tmp_path: Path) -> None:
+    db = connect(str(tmp_path / "inbox.db"))
+    db.create()
+    old = time.time() - 31 * 86_400
+
+    def arrival(uuid: str, at: float) -> Arrival:
+        return Arrival(
+            request_uuid=uuid,
+            event="repo:push",
+            repository="a/b",
+            received_at=at,
+            headers={"X-Event-Key": "repo:push"},
+            body=PUSH.read_bytes(),
+        )
+
+    db.append([arrival("old", old), arrival("recent", time.time() - 86_400)])
+    db.settle(done=[e.row.id for e in db.claim(10)])
+    db.close()
+    async with daemon(tmp_path, {"inbox_retention_days": 30}):
+        await until(lambda: [r[0] for r in inbox_rows(tmp_path)] == ["recent"])

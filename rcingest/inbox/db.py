@@ -230,6 +230,19 @@ class InboxDB(InboxTable):
         self._claimed = False
         self._rollback()
 
+    def probe(self) -> bool:
+        """Commit a one-row write (readiness: the inbox can store a delivery right now)."""
+        self._write(
+            [
+                (
+                    "INSERT INTO webhook_inbox_probe (id, probed_at) VALUES (1, ?) "
+                    "ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
+                    (time.time(),),
+                )
+            ]
+        )
+        return True
+
     # ---- retrying, purging -------------------------------------------------------
 
     def retry(self, f: InboxFilter) -> int:

@@ -45,7 +45,11 @@ CREATE INDEX IF NOT EXISTS webhook_inbox_open ON webhook_inbox (id)
     WHERE state IN ('pending', 'failed');
 CREATE INDEX IF NOT EXISTS webhook_inbox_open_repository ON webhook_inbox (repository, id)
     WHERE state IN ('pending', 'failed');
-CREATE INDEX IF NOT EXISTS webhook_inbox_received ON webhook_inbox (received_at)
+CREATE INDEX IF NOT EXISTS webhook_inbox_received ON webhook_inbox (received_at);
+CREATE TABLE IF NOT EXISTS webhook_inbox_probe (
+    id INTEGER PRIMARY KEY,
+    probed_at {real} NOT NULL
+)
 """
 ROW = (
     "id, request_uuid, event, repository, received_at, state, attempts, last_error, "

@@ -137,6 +137,10 @@ class Inbox:
         finally:
             self._flushing = False
 
+    async def probe(self) -> bool:
+        """A real write on the append connection (for /readyz); raises when it fails."""
+        return await self._writer.call(lambda db: db.probe())
+
     # ---- the normaliser ------------------------------------------------------
 
     async def claim(self, limit: int) -> list[InboxEntry]:

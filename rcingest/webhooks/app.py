@@ -110,6 +110,8 @@ class Receiver:
     checks: list[Callable[[], str | None]] = field(default_factory=list)
     #: Extra fields for the /readyz body (the inbox's lag), read at each call.
     notes: Callable[[], Awaitable[dict[str, Any]]] | None = None
+    #: More write probes for /readyz (the inbox's); each True when it committed.
+    probes: list[Callable[[], Awaitable[bool]]] = field(default_factory=list)
     #: Run by ``stop`` before the intake closes (the normaliser finishing its batch).
     stop_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -189,8 +191,12 @@ class Receiver:
             state = {"probed_at": datetime.now(UTC).isoformat()}
             sub = self.intake.submit([], stream=PROBE_STREAM, state=state)
             ok = await asyncio.wait_for(asyncio.shield(sub.future), self.settings.ready_timeout)
+            for probe in self.probes:  # the inbox: a real write transaction too
+                ok = ok and await asyncio.wait_for(probe(), self.settings.ready_timeout)
         except (Closed, TimeoutError):
             ok = False
+        except Exception:
+            ok = False  # the probe could not write: that is the answer
         self._probe_ok, self._probe_at, self._probe = ok, time.monotonic(), None
         if ok and self._failed_at is not None and self._failed_at <= started:
             self._failed_at = None  # committed after the failure: writable again

@@ -220,6 +220,7 @@ async def _inbox_context(app: web.Application) -> AsyncIterator[None]:
         return await _notes(inbox, normaliser, settings, r)
 
     r.checks.append(failing)
+    r.probes.append(inbox.probe)
     r.notes = notes
     r.metrics.normaliser_healthy.set_function(lambda: 0.0 if failing() else 1.0)
     state.task = asyncio.create_task(normaliser.run(), name="rcingest-normaliser")
