@@ -31,6 +31,7 @@ from rcingest.pipeline import Runner
 from rcingest.plugins import make_plugin_manager
 from tests.test_webhook_daemon import _DAEMONS, EVENTS, FIX, SECRET, Daemon, post, registry, signed
 
+DAY_ONE = datetime(2026, 11, 2, tzinfo=UTC).timestamp()
 #: Bookkeeping of runs, not what was ingested: never compared.
 SKIPPED_TABLES = {"runs", "source_cursors", "schema_version"}
 OLD_GRAMMAR: list[dict[str, Any]] = [{"type": "story_keys"}]  # strict, every project
@@ -77,7 +78,11 @@ def deliveries() -> list[tuple[bytes, str, str]]:
 
 
 def write_pipeline(
-    folder: Path, enrichers: list[dict[str, Any]], database: str, **extra: Any
+    folder: Path,
+    enrichers: list[dict[str, Any]],
+    database: str,
+    inbox: str | None = None,
+    **extra: Any,
 ) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     spec = {
@@ -89,7 +94,7 @@ def write_pipeline(
                 "port": 0,
                 "secret": SECRET,
                 "backfill_queue": f"{folder}/backfill.db",
-                "inbox": f"{folder}/inbox.db",
+                "inbox": inbox or f"{folder}/inbox.db",
             },
         },
         "enrichers": enrichers,
@@ -137,9 +142,10 @@ def ingest(
     enrichers: list[dict[str, Any]],
     database: str | None = None,
     picked: Sequence[tuple[bytes, str, str]] | None = None,
+    inbox: str | None = None,
 ) -> Path:
     """A fresh ingest: the deliveries posted to a daemon; the pipeline file's path."""
-    pipeline = write_pipeline(folder, enrichers, database or str(folder / "commits.db"))
+    pipeline = write_pipeline(folder, enrichers, database or str(folder / "commits.db"), inbox)
 
     async def go() -> None:
         async with hooks(pipeline) as d:
@@ -151,20 +157,32 @@ def ingest(
     return pipeline
 
 
-def renormalise(inbox: Path, folder: Path, enrichers: list[dict[str, Any]]) -> Path:
+def renormalise(inbox: str, folder: Path, enrichers: list[dict[str, Any]]) -> Path:
     """A fresh ingest of ``inbox``'s deliveries as received: a new daemon normalises a copy.
 
     (Posting them again would stamp them with a new received time, which
     commits without a date in their payload take as theirs.)
     """
     pipeline = write_pipeline(folder, enrichers, str(folder / "commits.db"))
-    with (
-        contextlib.closing(sqlite3.connect(inbox)) as src,
-        contextlib.closing(sqlite3.connect(folder / "inbox.db")) as dst,
-    ):
-        src.backup(dst)
-        dst.execute("UPDATE webhook_inbox SET state = 'pending', attempts = 0, done_at = NULL")
-        dst.commit()
+    src, dst = connect(inbox, must_exist=True), connect(str(folder / "inbox.db"))
+    try:
+        dst.create()
+        dst.append(
+            [
+                Arrival(
+                    request_uuid=e.row.request_uuid,
+                    event=e.row.event,
+                    repository=e.row.repository,
+                    received_at=e.row.received_at,
+                    headers=e.headers,
+                    body=e.body,
+                )
+                for e in src.entries()
+            ]
+        )
+    finally:
+        src.close()
+        dst.close()
 
     async def go() -> None:
         async with hooks(pipeline) as d:
@@ -261,7 +279,7 @@ def test_replay_after_a_grammar_change_gives_the_new_grammars_keys_only(tmp_path
     code, _, err = replay(str(old), "--all")
     assert code == 0, err
     # A daemon under the new grammar, fed the same deliveries from scratch.
-    renormalise(tmp_path / "old" / "inbox.db", tmp_path / "new", NEW_GRAMMAR)
+    renormalise(str(tmp_path / "old" / "inbox.db"), tmp_path / "new", NEW_GRAMMAR)
     expected = dump(str(tmp_path / "new" / "commits.db"))
     assert {row[1] for row in expected["story_keys"]} == {"OPS-7"}
     assert {row[2] for row in expected["pull_request_story_keys"]} == {"OPS-9"}
@@ -338,8 +356,7 @@ def replayed_uuids(database: Path) -> set[str]:
 
 
 def test_selectors_replay_only_what_they_select(tmp_path: Path) -> None:
-    day = datetime(2026, 11, 2, tzinfo=UTC).timestamp()
-    every = {uuid: day + 3600 * i for i, (_, _, uuid) in enumerate(deliveries())}
+    every = {uuid: DAY_ONE + 3600 * i for i, (_, _, uuid) in enumerate(deliveries())}
     pipeline = inbox_of(tmp_path, every)
     repos = {uuid: _repository_of(raw) for raw, _, uuid in deliveries()}
     some_repo = repos["fix-0"]
@@ -415,25 +432,85 @@ def test_a_dry_run_writes_nothing(tmp_path: Path) -> None:
 
 
 @pytest.mark.postgres
-def test_replay_into_postgresql_replaces_keys_idempotently(
-    tmp_path: Path, postgres_url: str
-) -> None:
-    old = ingest(tmp_path / "old", OLD_GRAMMAR, database=postgres_url)
+def test_replay_on_postgresql_replaces_keys_idempotently(tmp_path: Path, postgres_url: str) -> None:
+    # The daemon's inbox and database both in PostgreSQL (one database holds both).
+    old = ingest(tmp_path / "old", OLD_GRAMMAR, database=postgres_url, inbox=postgres_url)
     assert {row[1] for row in story_keys(postgres_url)[0]} >= {"ABC-12"}
-    write_pipeline(tmp_path / "old", NEW_GRAMMAR, postgres_url)
-    # The URL (with its password) from the environment, as the docs say.
-    env = {"RCINGEST_DATABASE_URL": postgres_url}
+    write_pipeline(tmp_path / "old", NEW_GRAMMAR, postgres_url, postgres_url)
+    # The URLs (with their password) from the environment, as the docs say.
+    env = {"RCINGEST_DATABASE_URL": postgres_url, "RCINGEST_INBOX_URL": postgres_url}
     code, out, err = replay(str(old), "--all", env=env)
     assert code == 0, err
+    selected = len(deliveries())
+    assert f"replayed {selected} of {selected} selected deliveries" in out
     password = postgres_url.split("@")[0].rsplit(":", 1)[1]
     assert password not in out + err
     once = dump(postgres_url)
     # A fresh SQLite ingest of the same deliveries under the new grammar.
-    renormalise(tmp_path / "old" / "inbox.db", tmp_path / "new", NEW_GRAMMAR)
+    renormalise(postgres_url, tmp_path / "new", NEW_GRAMMAR)
     expected = dump(str(tmp_path / "new" / "commits.db"))
-    assert (once["story_keys"], once["pull_request_story_keys"]) == (
-        expected["story_keys"],
-        expected["pull_request_story_keys"],
-    )
+    assert {row[1] for row in expected["story_keys"]} == {"OPS-7"}
+    for table in ("story_keys", "pull_request_story_keys", "commit_branches", "pull_requests"):
+        assert once[table] == expected[table], table
     assert replay(str(old), "--all", env=env)[0] == 0
     assert dump(postgres_url) == once
+
+
+# -- the runner under replay -------------------------------------------------------------------
+
+
+async def test_a_replay_stopped_midway_ends_interrupted(tmp_path: Path) -> None:
+    from rcingest.inbox.derive import DecodeSettings
+    from rcingest.inbox.model import InboxFilter
+    from rcingest.inbox.replay import ReplaySource
+
+    # One record per batch: the replay is still going when it is stopped.
+    pipeline = write_pipeline(
+        tmp_path, OLD_GRAMMAR, str(tmp_path / "commits.db"), batch={"size": 1}
+    )
+    push = (FIX / "webhook_repo-push_single-commit_go-scm-2018.json").read_bytes()
+    db = connect(str(tmp_path / "inbox.db"))
+    db.create()
+    headers = {"X-Event-Key": "repo:push"}
+    db.append(
+        [
+            Arrival(
+                request_uuid=f"p-{i}",
+                event="repo:push",
+                repository=_repository_of(push),
+                received_at=DAY_ONE + i,
+                headers={**headers, "X-Request-UUID": f"p-{i}"},
+                body=push,
+            )
+            for i in range(500)
+        ]
+    )
+    db.close()
+    loaded = load_pipeline(pipeline, registry(), mode="serve")
+    context = RunContext(
+        run_id="replay-1",
+        pipeline_name="hooks",
+        timezone=ZoneInfo("UTC"),
+        started_at=datetime.now(UTC),
+        base_dir=tmp_path,
+        source_id="hooks:bitbucket_webhook",
+        mode="replay",
+    )
+    source = ReplaySource(
+        context,
+        spec=str(tmp_path / "inbox.db"),
+        selection=InboxFilter(),
+        settings=DecodeSettings(backfill=False),
+    )
+    runner = Runner(loaded, context, source=source)  # the pipeline's own source is not built
+    assert runner.source is source
+    task = asyncio.create_task(runner.run())
+    while not source.counts.replayed and not task.done():
+        await asyncio.sleep(0.001)
+    await runner.stop()  # as on Ctrl-C: the producer is cancelled, what is queued is written
+    result = await asyncio.wait_for(task, 30)
+    assert result.status == "interrupted"
+    assert 0 < source.counts.replayed < 500
+    assert replayed_uuids(tmp_path / "commits.db") == {
+        f"p-{i}" for i in range(source.counts.replayed)
+    }
