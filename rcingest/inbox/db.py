@@ -133,10 +133,11 @@ class InboxDB(InboxTable):
         """The oldest due open rows, each repository's in order, at most ``limit``.
 
         A row is left out when an earlier open row of its repository is not
-        among those claimed: being normalised by another daemon, or waiting
-        out a retry delay. So deliveries of one repository are never
-        normalised out of order. On PostgreSQL the rows stay locked (the
-        transaction stays open) until :meth:`settle` or :meth:`release`.
+        among those claimed: being normalised by another daemon, waiting out
+        a retry delay, or a done row put back by a redelivery. So deliveries
+        of one repository are never normalised out of order. On PostgreSQL
+        the rows stay locked (the transaction stays open) until
+        :meth:`settle` or :meth:`release`.
         """
         now = time.time() if now is None else now
         lock = " FOR UPDATE SKIP LOCKED" if self.dialect == "postgresql" else ""
@@ -151,21 +152,22 @@ class InboxDB(InboxTable):
                 self.release()
                 return []
             repos = sorted({r[3] for r in rows})
-            marks = ", ".join("?" for _ in repos)
-            first = dict(
+            ids = [int(r[0]) for r in rows]
+            # Per repository, the first open row that is not ours: ours after it wait.
+            waiting = dict(
                 self._query(
                     f"SELECT repository, MIN(id) FROM webhook_inbox WHERE state IN {OPEN} "
-                    f"AND repository IN ({marks}) GROUP BY repository",
-                    repos,
+                    f"AND repository IN ({', '.join('?' for _ in repos)}) "
+                    f"AND id NOT IN ({', '.join('?' for _ in ids)}) GROUP BY repository",
+                    [*repos, *ids],
                 )
             )
         except BaseException:
             self.release()
             raise
-        claimed = {int(r[0]) for r in rows}
-        # A repository whose first open row is not ours waits for it.
-        blocked = {repo for repo, first_id in first.items() if int(first_id) not in claimed}
-        entries = [entry_of(r) for r in rows if r[3] not in blocked]
+        entries = [
+            entry_of(r) for r in rows if r[3] not in waiting or int(r[0]) < int(waiting[r[3]])
+        ]
         if not entries:
             self.release()
         return entries
