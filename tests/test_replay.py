@@ -464,10 +464,9 @@ async def test_a_replay_stopped_midway_ends_interrupted(tmp_path: Path) -> None:
     from rcingest.inbox.model import InboxFilter
     from rcingest.inbox.replay import ReplaySource
 
-    # One record per batch: the replay is still going when it is stopped.
-    pipeline = write_pipeline(
-        tmp_path, OLD_GRAMMAR, str(tmp_path / "commits.db"), batch={"size": 1}
-    )
+    # One record per batch, one in the queue: the replay is still going when it is stopped.
+    batch = {"size": 1, "queue": 1}
+    pipeline = write_pipeline(tmp_path, OLD_GRAMMAR, str(tmp_path / "commits.db"), batch=batch)
     push = (FIX / "webhook_repo-push_single-commit_go-scm-2018.json").read_bytes()
     db = connect(str(tmp_path / "inbox.db"))
     db.create()
@@ -510,7 +509,9 @@ async def test_a_replay_stopped_midway_ends_interrupted(tmp_path: Path) -> None:
     await runner.stop()  # as on Ctrl-C: the producer is cancelled, what is queued is written
     result = await asyncio.wait_for(task, 30)
     assert result.status == "interrupted"
-    assert 0 < source.counts.replayed < 500
-    assert replayed_uuids(tmp_path / "commits.db") == {
-        f"p-{i}" for i in range(source.counts.replayed)
-    }
+    done = source.counts.replayed
+    assert 0 < done < 500
+    # Oldest first; the delivery cut short by the stop may be written without
+    # its checkpoint (then it is not counted as replayed).
+    stored = replayed_uuids(tmp_path / "commits.db")
+    assert stored in ({f"p-{i}" for i in range(done)}, {f"p-{i}" for i in range(done + 1)})
