@@ -32,7 +32,15 @@ if TYPE_CHECKING:
     from rcingest.inbox.db import InboxDB
     from rcingest.inbox.model import InboxFilter, InboxRow, State
 
-__all__ = ["DEFAULT_INBOX", "Where", "inbox", "inbox_options", "open_inbox", "selection"]
+__all__ = [
+    "DEFAULT_INBOX",
+    "Where",
+    "inbox",
+    "inbox_options",
+    "open_inbox",
+    "selection",
+    "url_password",
+]
 
 #: The ``bitbucket_webhook`` source's default (``WebhookConfig.inbox``).
 DEFAULT_INBOX = "data/bitbucket/webhook-inbox.db"
@@ -57,7 +65,7 @@ class Where:
         return redact(self.spec, self.secrets)
 
 
-def _url_password(spec: str) -> str | None:
+def url_password(spec: str) -> str | None:
     if "://" not in spec:
         return None
     from urllib.parse import urlsplit
@@ -87,7 +95,7 @@ def where_of(
         if spec is None:
             spec = _configured_inbox(config_path, prepared, entries(prepared.data))
     spec = spec or DEFAULT_INBOX
-    password = _url_password(spec)
+    password = url_password(spec)
     if password:
         secrets.add(password)
     try:

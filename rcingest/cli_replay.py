@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from rcingest.cli_common import fail, log_level, pipeline_path, registry_of, verbosity_options
-from rcingest.cli_inbox import Where, _url_password, inbox_options, open_inbox, selection
+from rcingest.cli_inbox import Where, inbox_options, open_inbox, selection, url_password
 from rcingest.errors import ConfigError, RcingestError
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ def replay(
     settings, configured = _decode_settings(loaded, str(path))
     secrets = set(loaded.secrets)
     spec = inbox_spec or configured
-    password = _url_password(spec)
+    password = url_password(spec)
     if password:
         secrets.add(password)
     where = Where(spec, frozenset(secrets), _zone(zone, loaded))

@@ -420,6 +420,15 @@ def test_a_missing_inbox_and_a_refused_delivery(tmp_path: Path) -> None:
     assert replayed_uuids(tmp_path / "commits.db") == {"fix-1"}
 
 
+def test_a_failed_run_exits_1(tmp_path: Path) -> None:
+    pipeline = inbox_of(tmp_path, {"fix-1": time.time()})
+    broken = tmp_path / "broken.db"
+    broken.write_bytes(b"this is not a SQLite database, whatever its name says" * 100)
+    code, _, err = replay(str(pipeline), "--all", "--database", str(broken))
+    assert code == 1
+    assert "error: " in err and "broken.db" in err
+
+
 def test_a_dry_run_writes_nothing(tmp_path: Path) -> None:
     pipeline = inbox_of(tmp_path, {"fix-1": time.time(), "k-1": time.time()})
     code, out, err = replay(str(pipeline), "--all", "--dry-run")
