@@ -73,6 +73,9 @@ def serve(tmp_path: Path, port: int, kill_at: str | None) -> subprocess.Popen[by
         f"    backfill_queue: '{tmp_path}/bf.db'\n"
         f"    inbox: '{tmp_path}/inbox.db'\n"
         "    inbox_batch: 16\n"
+        # The normaliser must run while the senders send (the kill is under
+        # load), and this load is shorter than the default wait for a burst.
+        "    inbox_defer: 0\n"
         "enrichers: [{type: story_keys}]\n"
         f"sinks: [{{type: database, config: {{database: '{tmp_path}/commits.db'}}}}]\n"
     )

@@ -63,9 +63,10 @@ def free_port() -> int:
 
 
 def start(
-    tmp_path: Path, name: str, database: str, inbox: str | None = None
+    tmp_path: Path, name: str, database: str, inbox: str | None = None, extra: str = ""
 ) -> tuple[subprocess.Popen[bytes], int]:
-    """``rcingest serve`` on a free port; ``inbox``: a shared one (else a SQLite file each)."""
+    """``rcingest serve`` on a free port; ``inbox``: a shared one (else a SQLite file each);
+    ``extra``: more lines of the source's config."""
     port = free_port()
     pipeline = tmp_path / f"{name}.yaml"
     pipeline.write_text(
@@ -74,6 +75,7 @@ def start(
         "    secret: ${BITBUCKET_WEBHOOK_SECRET}\n"
         f"    backfill_queue: '{tmp_path}/{name}-backfill.db'\n"
         "    inbox: ${RCINGEST_INBOX_URL}\n"
+        f"{extra}"
         "enrichers: [{type: story_keys}]\n"
         "sinks: [{type: database}]\n"
     )

@@ -97,6 +97,9 @@ class WebhookConfig(ClientConfig):
     inbox_batch: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 256
     #: Normalisation lag (seconds) past which /readyz says so (0: never).
     inbox_lag_threshold: Annotated[float, msgspec.Meta(ge=0)] = 60.0
+    #: Seconds the normaliser may wait while deliveries keep arriving, so that
+    #: acknowledging a burst comes first (0: never wait).
+    inbox_defer: Annotated[float, msgspec.Meta(ge=0, le=60)] = 1.0
     #: Repository events (created, updated, transfer, fork, deleted, push) keep the
     #: inventory current: ``Repository`` records and ``repo_sync`` jobs.
     inventory: bool = False
@@ -239,6 +242,7 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
                 retry_delay=cfg.inbox_retry_delay,
                 retention_days=cfg.inbox_retention_days,
                 lag_threshold=cfg.inbox_lag_threshold,
+                defer=cfg.inbox_defer,
                 drain_timeout=cfg.shutdown_timeout,
             )
         self.app = create_app(self.receiver, backfill, inbox)

@@ -16,6 +16,15 @@ records, so a kill at any instant leaves it open and it is normalised again
 on restart. The sinks upsert by natural keys, so doing it twice stores what
 doing it once stores. The loop itself never dies of an error: it logs it,
 reports itself unhealthy (``/readyz``, ``/metrics``) and backs off.
+
+Yielding to the request path: the normaliser shares the event loop (and the
+GIL) with the handler that acknowledges deliveries, and normalising a
+delivery costs several times what acknowledging it does. So while
+deliveries keep arriving (``busy()``) it waits, for at most ``defer``
+seconds after it last caught up; past that bound it normalises until the
+inbox is drained again, so the lag stays bounded under sustained load. It
+also hands the loop back between deliveries of a batch, so one batch does
+not hold up the answers for its whole duration.
 """
 
 from __future__ import annotations
@@ -65,6 +74,9 @@ class Normaliser:
         delay: Callable[[float], None] = lambda seconds: None,
         logger: logging.Logger | None = None,
         redact: Callable[[str], str] = lambda s: s,
+        busy: Callable[[], bool] = lambda: False,
+        defer: float = 0.0,
+        defer_tick: float = 0.02,
     ) -> None:
         self.inbox = inbox
         self.deliver = deliver
@@ -80,6 +92,9 @@ class Normaliser:
         self.delay = delay
         self.log = logger or logging.getLogger("rcingest.webhooks")
         self.redact = redact
+        self.busy = busy
+        self.defer = defer
+        self.defer_tick = defer_tick
         self.healthy = True
         self.last_error = ""
         #: Why the last delivery that failed or was parked did (shown by /readyz).
@@ -88,9 +103,16 @@ class Normaliser:
         self._stopping = False
         self._drain_until = 0.0
         self._failures = 0
+        #: When the oldest delivery we were told about and have not claimed
+        #: arrived (monotonic; None: none): deferring is bounded from there.
+        self._pending_since: float | None = time.monotonic()  # a backlog, perhaps
+        self._wakes = 0
 
     def wake(self) -> None:
         """New rows were appended: claim now rather than at the next poll."""
+        self._wakes += 1
+        if self._pending_since is None:
+            self._pending_since = time.monotonic()
         self._wake.set()
 
     def stop(self, drain: float = 0.0) -> None:
@@ -128,9 +150,26 @@ class Normaliser:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
 
+    async def yield_to_requests(self) -> float:
+        """Wait while deliveries arrive, within the bound; the seconds waited."""
+        start = time.monotonic()
+        while self.defer > 0 and not self._stopping and self.busy():
+            now = time.monotonic()
+            since = now if self._pending_since is None else self._pending_since
+            if now - since >= self.defer:
+                break
+            await asyncio.sleep(self.defer_tick)
+        return time.monotonic() - start
+
     async def step(self) -> bool:
         """Claim, normalise and settle one batch; False when there was nothing to do."""
+        await self.yield_to_requests()
+        started, wakes = time.monotonic(), self._wakes
         entries = await self.inbox.claim(self.batch)
+        if len(entries) < self.batch:
+            # Everything due was claimed: what is pending now arrived during the
+            # claim at the earliest (or is not ours to wait for).
+            self._pending_since = None if self._wakes == wakes else started
         if not entries:
             return False
         try:
@@ -143,7 +182,11 @@ class Normaliser:
         return True
 
     async def _normalise(self, entries: list[InboxEntry]) -> None:
-        derived = [(entry, derive(entry, self.settings)) for entry in entries]
+        derived = []
+        for n, entry in enumerate(entries, 1):
+            derived.append((entry, derive(entry, self.settings)))
+            if n % 16 == 0:
+                await asyncio.sleep(0)  # let the handler answer in between
         parked = [(e.row.id, d.error) for e, d in derived if d.error is not None]
         for entry, d in derived:
             if d.error is not None:

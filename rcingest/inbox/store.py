@@ -82,6 +82,8 @@ class Inbox:
         self._flushes: set[asyncio.Task[None]] = set()
         #: Called after each committed append batch (the normaliser's wake-up).
         self.on_append: Callable[[], None] = lambda: None
+        #: When the last delivery was queued (monotonic), for :meth:`busy`.
+        self.last_append = float("-inf")
 
     @property
     def dialect(self) -> str:
@@ -108,6 +110,7 @@ class Inbox:
         """Queue ``arrival``; the future is True once it is durably stored as new,
         False once stored as a repeat, or fails with the database's error."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.last_append = time.monotonic()
         self._waiting.append((arrival, future))
         if not self._flushing:
             self._flushing = True
@@ -136,6 +139,10 @@ class Inbox:
                 self.on_append()
         finally:
             self._flushing = False
+
+    def busy(self, quiet: float = 0.05) -> bool:
+        """Whether a delivery was queued in the last ``quiet`` seconds."""
+        return time.monotonic() - self.last_append < quiet
 
     async def probe(self) -> bool:
         """A real write on the append connection (for /readyz); raises when it fails."""

@@ -46,6 +46,8 @@ class InboxSettings:
     retention_days: float = 30.0
     #: Normalisation lag (seconds) past which /readyz says the daemon is behind.
     lag_threshold: float = 60.0
+    #: Seconds the normaliser waits at most while deliveries keep arriving.
+    defer: float = 1.0
     #: Seconds a stop keeps normalising what was acknowledged, then leaves the rest.
     drain_timeout: float = 10.0
 
@@ -103,7 +105,10 @@ async def handle_inbox_delivery(request: web.Request) -> web.Response:
         if not r.entering:
             r.idle.set()
     try:
-        new = await asyncio.wait_for(asyncio.shield(appended), s.ack_timeout)
+        # Cancelling the future on timeout does not stop its flush: the arrival
+        # may still be stored, and the sender's retry then gets "duplicate".
+        async with asyncio.timeout(s.ack_timeout):
+            new = await appended
     except Exception as exc:  # the inbox could not store it: the sender retries
         r.note_write(False)
         r.metrics.delivery(arrival.event, "unavailable")
@@ -158,6 +163,8 @@ def _normaliser(
         delay=r.metrics.normalisation_delay.observe,
         logger=r.logger,
         redact=r.redact,
+        busy=inbox.busy,
+        defer=settings.defer,
     )
 
 
