@@ -93,7 +93,12 @@ def one_round(kind: str, workdir: Path, data: Path, args: argparse.Namespace) ->
     else:
         ack = kind if inbox_supported() else None
         pipeline = write_pipeline(
-            workdir, str(db), args.synchronous, ack=ack, inbox=str(inbox) if ack else None
+            workdir,
+            str(db),
+            args.synchronous,
+            ack=ack,
+            inbox=str(inbox) if ack else None,
+            inbox_defer=args.inbox_defer if ack == "inbox" else None,
         )
         proc = start_daemon(pipeline, port, log)
     r: dict[str, Any] = {}
@@ -172,6 +177,9 @@ def main() -> None:
     parser.add_argument("--drain", type=float, default=30.0, help="bound on the inbox drain")
     parser.add_argument("--synchronous", choices=["NORMAL", "FULL"], default="NORMAL")
     parser.add_argument("--kinds", default="bare,fastapi,committed,inbox")
+    parser.add_argument(
+        "--inbox-defer", type=float, help="the inbox's inbox_defer (default: the daemon's)"
+    )
     parser.add_argument("--json", type=Path, help="also write every round here")
     args = parser.parse_args()
     if shutil.which("wrk") is None:

@@ -109,7 +109,12 @@ def one_step(
     inbox = workdir / f"inbox-{rate}-{port}.db"
     ack = path if inbox_supported() else None
     pipeline = write_pipeline(
-        workdir, str(db), "NORMAL", ack=ack, inbox=str(inbox) if ack else None
+        workdir,
+        str(db),
+        "NORMAL",
+        ack=ack,
+        inbox=str(inbox) if ack else None,
+        inbox_defer=args.inbox_defer if ack == "inbox" else None,
     )
     proc = start_daemon(pipeline, port, workdir / f"{path}.log")
     count = rate * args.seconds
@@ -208,6 +213,9 @@ def main() -> None:
     parser.add_argument("--paths", default="committed,inbox")
     parser.add_argument("--drain", type=float, default=10.0)
     parser.add_argument("--lag-bound", type=float, default=2.0)
+    parser.add_argument(
+        "--inbox-defer", type=float, help="the inbox's inbox_defer (default: the daemon's)"
+    )
     parser.add_argument("--keep-going", action="store_true", help="step on past a failure")
     parser.add_argument("--json", type=Path, help="also write every step here")
     args = parser.parse_args()

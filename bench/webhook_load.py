@@ -164,6 +164,7 @@ def write_pipeline(
     ack: str | None = None,
     inbox: str | None = None,
     name: str = "webhook.yaml",
+    inbox_defer: float | None = None,
 ) -> Path:
     """The daemon's pipeline; ``database=""`` discards batches instead of storing them.
 
@@ -177,6 +178,8 @@ def write_pipeline(
         extra += f"\n    ack: {ack}"
     if inbox is not None:
         extra += f"\n    inbox: '{inbox}'"
+    if inbox_defer is not None:  # else the daemon's default
+        extra += f"\n    inbox_defer: {inbox_defer}"
     sink = (
         f"type: database\n    config: {{database: '{database}', synchronous: {synchronous}}}"
         if database
