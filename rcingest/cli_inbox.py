@@ -32,15 +32,7 @@ if TYPE_CHECKING:
     from rcingest.inbox.db import InboxDB
     from rcingest.inbox.model import InboxFilter, InboxRow, State
 
-__all__ = [
-    "DEFAULT_INBOX",
-    "Where",
-    "inbox",
-    "inbox_options",
-    "open_inbox",
-    "selection",
-    "url_password",
-]
+__all__ = ["DEFAULT_INBOX", "Where", "inbox", "inbox_options", "open_inbox", "selection"]
 
 #: The ``bitbucket_webhook`` source's default (``WebhookConfig.inbox``).
 DEFAULT_INBOX = "data/bitbucket/webhook-inbox.db"
@@ -65,17 +57,6 @@ class Where:
         return redact(self.spec, self.secrets)
 
 
-def url_password(spec: str) -> str | None:
-    if "://" not in spec:
-        return None
-    from urllib.parse import urlsplit
-
-    try:
-        return urlsplit(spec).password
-    except ValueError:
-        return None
-
-
 def where_of(
     ctx: click.Context, spec: str | None, config_path: str | None, zone: str | None
 ) -> Where:
@@ -95,9 +76,9 @@ def where_of(
         if spec is None:
             spec = _configured_inbox(config_path, prepared, entries(prepared.data))
     spec = spec or DEFAULT_INBOX
-    password = url_password(spec)
-    if password:
-        secrets.add(password)
+    from rcingest.default_plugins.database.connect import url_secrets
+
+    secrets |= url_secrets(spec)
     try:
         timezone = ZoneInfo(tz_name or "UTC")
     except (ZoneInfoNotFoundError, ValueError):

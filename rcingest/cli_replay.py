@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from rcingest.cli_common import fail, log_level, pipeline_path, registry_of, verbosity_options
-from rcingest.cli_inbox import Where, inbox_options, open_inbox, selection, url_password
+from rcingest.cli_inbox import Where, inbox_options, open_inbox, selection
 from rcingest.errors import ConfigError, RcingestError
 
 if TYPE_CHECKING:
@@ -96,9 +96,9 @@ def replay(
     settings, configured = _decode_settings(loaded, str(path))
     secrets = set(loaded.secrets)
     spec = inbox_spec or configured
-    password = url_password(spec)
-    if password:
-        secrets.add(password)
+    from rcingest.default_plugins.database.connect import url_secrets
+
+    secrets |= url_secrets(spec)
     where = Where(spec, frozenset(secrets), _zone(zone, loaded))
     f = selection(where, repository=repository, since=since, until=until, uuids=uuids)
     with open_inbox(where):

@@ -19,7 +19,7 @@ import msgspec
 import pytest
 
 from rcingest.default_plugins.database import DatabaseConfig, DatabaseSink
-from rcingest.default_plugins.database.connect import open_database, redact
+from rcingest.default_plugins.database.connect import open_database, redact, url_secrets
 from rcingest.default_plugins.database.models import make_models
 from rcingest.default_plugins.database.schema import CURRENT_VERSION, SchemaError
 from rcingest.errors import ConfigError, RunFailed
@@ -649,6 +649,22 @@ def test_every_form_of_password_is_masked_and_returned_for_scrubbing(
     db, returned = open_database(spec)
     assert returned == password
     assert db.connect_params.get("password") == password
+
+
+@pytest.mark.parametrize(
+    ("spec", "secrets"),
+    [
+        ("postgresql://u:url-pw-1234@h/db", {"url-pw-1234"}),
+        ("postgres://u:p%40ss-1234@h/db", {"p%40ss-1234", "p@ss-1234"}),
+        ("postgresql://u:url-pw-1234@h/db?password=s3cret-9876", {"url-pw-1234", "s3cret-9876"}),
+        ("postgresql://u@h/db?sslmode=require", set()),
+        ("data/commits.db", set()),
+        ("postgresql://u:pw@[bad/db", set()),  # not a URL urlsplit accepts
+    ],
+)
+def test_url_secrets_are_every_form_of_the_password(spec: str, secrets: set[str]) -> None:
+    # The inbox and replay commands and the PostgreSQL schedule store mask these.
+    assert url_secrets(spec) == secrets
 
 
 async def test_a_query_string_password_stays_out_of_errors_and_logs(

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 
-from rcingest.default_plugins.database.connect import redact, scrub
+from rcingest.default_plugins.database.connect import redact, scrub, url_secrets
 from rcingest.errors import RcingestError
 from rcingest.schedules.sql_store import SqlStore
 from rcingest.schedules.store import TABLE, lock_key
@@ -45,9 +44,7 @@ class PostgresStore(SqlStore):
         super().__init__(namespace)
         self._url = url
         self.where = redact(url)
-        parts = urlsplit(url)
-        query = dict(parse_qsl(parts.query))
-        self._secrets = {s for s in (unquote(parts.password or ""), query.get("password", "")) if s}
+        self._secrets = url_secrets(url)
         #: Lock names this connection's session holds (a new session holds none).
         self._held: set[str] = set()
 

@@ -18,7 +18,7 @@ from rcingest.runtime import redact as _redact
 if TYPE_CHECKING:
     import peewee
 
-__all__ = ["check_database", "is_postgres", "open_database", "redact", "scrub"]
+__all__ = ["check_database", "is_postgres", "open_database", "redact", "scrub", "url_secrets"]
 
 _PG_SCHEMES = ("postgresql", "postgres")
 
@@ -36,6 +36,20 @@ def redact(spec: str) -> str:
 def scrub(text: str, secrets: set[str] | frozenset[str]) -> str:
     """``text`` without any of ``secrets`` and without credentials in URLs."""
     return _redact(text, secrets)
+
+
+def url_secrets(spec: str) -> set[str]:
+    """The password a database URL carries, to keep out of messages: the user
+    part's, as written and decoded, and a ``?password=`` parameter's."""
+    if "://" not in spec:
+        return set()
+    try:
+        parts = urlsplit(spec)
+        written = parts.password or ""
+    except ValueError:
+        return set()
+    query = dict(parse_qsl(parts.query))
+    return {s for s in (written, unquote(written), query.get("password", "")) if s}
 
 
 def check_database(spec: str, *, create_folders: bool = True) -> None:
