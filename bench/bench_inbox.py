@@ -44,6 +44,7 @@ from webhook_load import (
     cpu_seconds,
     free_port,
     inbox_supported,
+    percentile,
     run_wrk,
     scrape,
     start_bare,
@@ -128,18 +129,18 @@ def one_round(kind: str, workdir: Path, data: Path, args: argparse.Namespace) ->
             )
             # Received to normalised, per delivery: the lag the burst built up,
             # and the end-to-end time until the last one's rows were committed.
-            spans = sorted(
+            spans = [
                 done - received
                 for received, done in conn.execute(
                     "SELECT received_at, done_at FROM webhook_inbox WHERE done_at IS NOT NULL"
                 )
-            )
+            ]
             first, last = conn.execute(
                 "SELECT MIN(received_at), MAX(done_at) FROM webhook_inbox"
             ).fetchone()
         if spans:
-            r["delay_p50_s"] = spans[len(spans) // 2]
-            r["delay_p99_s"] = spans[min(len(spans) - 1, int(len(spans) * 0.99))]
+            r["delay_p50_s"] = percentile(spans, 50)
+            r["delay_p99_s"] = percentile(spans, 99)
             r["end_to_end_s"] = last - first
     return r
 

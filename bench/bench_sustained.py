@@ -47,6 +47,7 @@ from webhook_load import (
     cpu_seconds,
     free_port,
     inbox_supported,
+    percentile,
     run_wrk,
     scrape,
     start_daemon,
@@ -92,13 +93,6 @@ class Sampler(threading.Thread):
 
 def fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.2f}"
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    v = sorted(values)
-    return v[min(len(v) - 1, round(q / 100 * (len(v) - 1)))]
 
 
 def one_step(

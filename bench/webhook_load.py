@@ -116,6 +116,14 @@ def write_wrk_data(path: Path, count: int, seed: int = 1) -> None:
             fh.write(f"{uuid}\t{sign(body, SECRET)}\t".encode() + body + b"\n")
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile of ``values`` (nan when there are none)."""
+    if not values:
+        return float("nan")
+    v = sorted(values)
+    return v[min(len(v) - 1, round(q / 100 * (len(v) - 1)))]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

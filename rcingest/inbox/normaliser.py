@@ -52,6 +52,8 @@ AddJobs = Callable[[Sequence[BackfillJob]], Awaitable[Any]]
 
 #: Longest wait between retries of a failed row.
 MAX_DELAY = 900.0
+#: How often a deferring normaliser looks again whether deliveries still arrive.
+DEFER_TICK = 0.02
 
 
 class Normaliser:
@@ -76,7 +78,6 @@ class Normaliser:
         redact: Callable[[str], str] = lambda s: s,
         busy: Callable[[], bool] = lambda: False,
         defer: float = 0.0,
-        defer_tick: float = 0.02,
     ) -> None:
         self.inbox = inbox
         self.deliver = deliver
@@ -94,7 +95,6 @@ class Normaliser:
         self.redact = redact
         self.busy = busy
         self.defer = defer
-        self.defer_tick = defer_tick
         self.healthy = True
         self.last_error = ""
         #: Why the last delivery that failed or was parked did (shown by /readyz).
@@ -150,16 +150,14 @@ class Normaliser:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
 
-    async def yield_to_requests(self) -> float:
-        """Wait while deliveries arrive, within the bound; the seconds waited."""
-        start = time.monotonic()
+    async def yield_to_requests(self) -> None:
+        """Wait while deliveries arrive, within the bound."""
         while self.defer > 0 and not self._stopping and self.busy():
             now = time.monotonic()
             since = now if self._pending_since is None else self._pending_since
             if now - since >= self.defer:
-                break
-            await asyncio.sleep(self.defer_tick)
-        return time.monotonic() - start
+                return
+            await asyncio.sleep(DEFER_TICK)
 
     async def step(self) -> bool:
         """Claim, normalise and settle one batch; False when there was nothing to do."""
