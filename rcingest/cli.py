@@ -17,6 +17,7 @@ from rcingest.cli_common import fail
 from rcingest.cli_common import iso_option as _iso  # kept for tests and callers of 0.1
 from rcingest.cli_inbox import inbox
 from rcingest.cli_ingest import add_ingest_commands
+from rcingest.cli_normalise import normalise
 from rcingest.cli_replay import replay
 from rcingest.cli_run import run, serve
 from rcingest.cli_scan import scan_diff
@@ -39,7 +40,8 @@ def cli() -> None:
 
 
 for _command in (
-    run, serve, validate, init, plugins, schema, scan_diff, check, assets, inbox, replay,
+    run, serve, normalise, validate, init, plugins, schema, scan_diff, check, assets, inbox,
+    replay,
 ):  # fmt: skip
     cli.add_command(_command)
 add_ingest_commands(cli, run)

@@ -250,6 +250,10 @@ def serve(
     except RcingestError as exc:
         fail(exc, loaded.secrets)
     _tune_for_daemon()
+    if getattr(runner.source, "role", None) == "receiver":
+        from rcingest.cli_normalise import serve_receiver
+
+        serve_receiver(ctx, runner, path, database, quiet, verbose)
     import asyncio
     import signal
 

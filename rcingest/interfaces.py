@@ -99,6 +99,9 @@ class RunContext:
     base_dir: Path
     source_id: str = ""
     mode: Literal["run", "serve", "replay"] = "run"
+    #: ``rcingest normalise``: a server source's pipeline runs without serving
+    #: (the webhook daemon's normaliser in a process of its own).
+    worker: bool = False
     dry_run: bool = False
     git_sha: str | None = None
     stats: Stats = field(default_factory=Stats)

@@ -207,6 +207,32 @@ def log_options(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
+def child_log_flags(ctx: click.Context) -> list[str]:
+    """The log flags given to this command, for a child process started with the same ones."""
+    flags = ctx.meta.get(_META, {})
+    out: list[str] = []
+    if "log_format" in flags:
+        out += ["--log-format", str(flags["log_format"])]
+    if "log_file" in flags:
+        out += ["--log-file", str(flags["log_file"])]
+    return out
+
+
+def own_log_file(ctx: click.Context, pipeline: Pipeline, tag: str) -> None:
+    """Log to ``<file>.<tag><suffix>`` instead of the configured file, when there is one.
+
+    Two processes must not share one rotated file (each would rotate it under
+    the other): ``rcingest normalise`` writes ``rcingest.normaliser.log`` next to
+    the daemon's ``rcingest.log``.
+    """
+    flags = ctx.meta.setdefault(_META, {})
+    section = pipeline.config.logging
+    path = flags.get("log_file") or (section.file if section is not None else None)
+    if path:
+        p = Path(path)
+        flags["log_file"] = str(p.with_name(f"{p.stem}.{tag}{p.suffix}"))
+
+
 def start_logging(
     ctx: click.Context,
     verbosity: int,

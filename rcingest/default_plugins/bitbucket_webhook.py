@@ -15,16 +15,14 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
-
-import msgspec
+from typing import TYPE_CHECKING, Any, Literal
 
 from rcingest.bitbucket.auth import auth_header, auth_secrets
-from rcingest.bitbucket.config import ClientConfig, client_settings
+from rcingest.bitbucket.config import client_settings
+from rcingest.default_plugins.webhook_config import WebhookConfig
 from rcingest.errors import ConfigError
 from rcingest.hookspecs import RegisterSource, hookimpl
 from rcingest.interfaces import RunContext, Source
-from rcingest.inventory.filters import RepositoryFilters
 from rcingest.records import Checkpoint, Record, record_type
 from rcingest.runtime import redact, weak_secret
 from rcingest.webhooks.intake import STREAM, STREAMS, Intake
@@ -39,81 +37,6 @@ if TYPE_CHECKING:
     from rcingest.webhooks.metrics import WebhookMetrics
 
 __all__ = ["BitbucketWebhookSource", "WebhookConfig"]
-
-
-class WebhookConfig(ClientConfig):
-    """Settings of the webhook daemon; the REST client settings are for backfill."""
-
-    host: str = "127.0.0.1"
-    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
-    path: str = "/webhooks/bitbucket"
-    #: The hook's secret (``${BITBUCKET_WEBHOOK_SECRET}``); ``X-Hub-Signature`` is verified.
-    secret: str | None = None
-    #: Also accept the runbook's ``X-Webhook-Secret: <secret>`` header.
-    accept_secret_header: bool = False
-    #: Run without a secret (every delivery accepted); must be said explicitly.
-    insecure: bool = False
-    #: Bitbucket's own payload limit is 256 KB; larger bodies get 413.
-    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 262_144
-    #: Seconds a delivery waits for the database before 503 (Bitbucket times out at 10).
-    ack_timeout: Annotated[float, msgspec.Meta(gt=0, le=60)] = 9.0
-    #: Seconds ``stop`` waits for in-flight requests and the HTTP server to finish.
-    shutdown_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
-    #: Seconds a connection may take to send its request headers, and may stay
-    #: idle between requests; then it is closed (a slow-header client cannot
-    #: hold a connection for ever).
-    header_timeout: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 10.0
-    #: Complete truncated pushes and fetch PR commits through the REST client
-    #: (only when ``auth`` holds credentials).
-    backfill: bool = True
-    #: SQLite file of the durable backfill queue (relative to the working directory).
-    backfill_queue: str = "data/bitbucket/webhook-backfill.db"
-    #: ``FULL`` survives power loss; ``NORMAL`` (WAL) survives a killed process.
-    backfill_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
-    #: Commits one backfill job lists at most (a created branch has no lower bound).
-    backfill_max_commits: Annotated[int, msgspec.Meta(ge=1)] = 1000
-    backfill_max_attempts: Annotated[int, msgspec.Meta(ge=1)] = 8
-    #: Seconds before a failed job's first retry; doubles per attempt, at most 15 minutes.
-    backfill_retry_delay: Annotated[float, msgspec.Meta(ge=0)] = 5.0
-    #: ``rcingest run`` with ``scanners:``: scan the open pull requests of these
-    #: repositories (``workspace/slug``) once, instead of serving.
-    scan_repositories: list[str] = []
-    #: When a delivery is answered 200: ``inbox`` once its raw body is durably in
-    #: the inbox (its records follow, normalised behind it), ``committed`` once
-    #: its records are committed (the path before the inbox; slower).
-    ack: Literal["inbox", "committed"] = "inbox"
-    #: The inbox: a SQLite file, or a ``postgresql://`` URL that several daemons
-    #: share (``${RCINGEST_INBOX_URL}`` keeps the password out of the file).
-    inbox: str = "data/bitbucket/webhook-inbox.db"
-    #: ``FULL`` survives power loss; ``NORMAL`` (WAL) survives a killed process.
-    inbox_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
-    #: Days a normalised delivery's raw body is kept (parked ones are kept until retried).
-    inbox_retention_days: Annotated[float, msgspec.Meta(gt=0)] = 30.0
-    #: Failed normalisations (a sink did not commit) before a delivery is parked.
-    inbox_max_attempts: Annotated[int, msgspec.Meta(ge=1)] = 8
-    #: Seconds before a failed delivery's first retry; doubles per attempt, at most 15 minutes.
-    inbox_retry_delay: Annotated[float, msgspec.Meta(ge=0)] = 5.0
-    #: Deliveries the normaliser claims at once.
-    inbox_batch: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 256
-    #: Normalisation lag (seconds) past which /readyz says so (0: never).
-    inbox_lag_threshold: Annotated[float, msgspec.Meta(ge=0)] = 60.0
-    #: Seconds the normaliser may wait while deliveries keep arriving, so that
-    #: acknowledging a burst comes first (0: never wait).
-    inbox_defer: Annotated[float, msgspec.Meta(ge=0, le=60)] = 1.0
-    #: Repository events (created, updated, transfer, fork, deleted, push) keep the
-    #: inventory current: ``Repository`` records and ``repo_sync`` jobs.
-    inventory: bool = False
-    #: The inventory's filters, applied to what ``repo_sync`` jobs read.
-    inventory_filters: RepositoryFilters = msgspec.field(default_factory=RepositoryFilters)
-
-    def __post_init__(self) -> None:
-        if self.secret == "":
-            # ``${BITBUCKET_WEBHOOK_SECRET:-}`` left empty means no secret.
-            self.secret = None
-        if self.secret is not None and len(self.secret) > 128:
-            raise ValueError("`secret` is longer than Bitbucket's 128 characters")
-        if not self.path.startswith("/"):
-            raise ValueError(f"`path` must start with '/', got {self.path!r}")
 
 
 class BitbucketWebhookSource(Source[WebhookConfig]):
@@ -141,6 +64,27 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
                 "no webhook secret: set BITBUCKET_WEBHOOK_SECRET (source.config.secret) "
                 "or `insecure: true` to accept unsigned deliveries"
             )
+        #: ``all``: receive and normalise; ``receiver``: only receive (the
+        #: normaliser runs in another process); ``normaliser``: only normalise
+        #: (``rcingest normalise``). See docs/webhooks.md, "Scaling out".
+        self.role: Literal["all", "receiver", "normaliser"] = "all"
+        if context.worker:
+            if config.ack != "inbox":
+                raise ConfigError(
+                    "ack: rcingest normalise works on the inbox; this pipeline has `ack: "
+                    "committed`, whose deliveries are normalised as they arrive"
+                )
+            self.role = "normaliser"
+        elif context.mode == "serve" and config.normaliser != "in-process":
+            self.role = "receiver"
+        #: ``normaliser: subprocess``: the command line (and environment) of the
+        #: normaliser process, set by ``rcingest serve`` (it knows the flags).
+        self.normaliser_command: tuple[str, ...] | None = None
+        self.normaliser_env: dict[str, str] | None = None
+        #: ``rcingest normalise --supervised``: our stdin is the receiver's pipe.
+        self.supervised = False
+        self._stopped = asyncio.Event()
+        self._watch: asyncio.Task[Any] | None = None
         self._compliance_key = str(
             getattr(context.compliance, "status_key", None) or "rcingest-compliance"
         )
@@ -162,6 +106,7 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
                 compliance_keys=(
                     frozenset({self._compliance_key}) if context.policy is not None else None
                 ),
+                pipeline=self.role != "receiver",
             ),
             intake=self.intake,
             metrics=self.metrics,
@@ -203,7 +148,9 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
 
         cfg, log = self.config, self.receiver.logger
         backfill = None
-        if self.backfill_enabled:
+        if self.role == "receiver":
+            pass  # the normaliser process runs the backfill worker
+        elif self.backfill_enabled:
             backfill = BackfillSettings(
                 client=client_settings(cfg),
                 store=BackfillStore(Path(cfg.backfill_queue), cfg.backfill_synchronous),
@@ -224,7 +171,7 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
                 "with the payload's commits only, pull requests without their commits, and "
                 "branch names lend no story keys (which commits a branch brought needs the API)"
             )
-        if cfg.secret is None:
+        if cfg.secret is None and self.role != "normaliser":
             log.warning(
                 "insecure: true: accepting UNSIGNED webhook deliveries on %s:%d", cfg.host, cfg.port
             )
@@ -242,9 +189,20 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
                 retry_delay=cfg.inbox_retry_delay,
                 retention_days=cfg.inbox_retention_days,
                 lag_threshold=cfg.inbox_lag_threshold,
-                defer=cfg.inbox_defer,
+                # Deferring shares the CPU with the handler: pointless in a
+                # process that only normalises.
+                defer=cfg.inbox_defer if self.role == "all" else 0.0,
                 drain_timeout=cfg.shutdown_timeout,
+                role=self.role,
+                spawn=self.normaliser_command if cfg.normaliser == "subprocess" else None,
+                spawn_env=self.normaliser_env,
+                supervised=self.supervised,
             )
+            if inbox.spawn is None and cfg.normaliser == "subprocess" and self.role == "receiver":
+                raise ConfigError(
+                    "normaliser: subprocess: the command to start it is unknown "
+                    "(rcingest serve sets it)"
+                )
         self.app = create_app(self.receiver, backfill, inbox)
         self._runner = web.AppRunner(
             self.app,
@@ -258,6 +216,8 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
             keepalive_timeout=cfg.header_timeout,
         )
         await self._runner.setup()
+        if self.role == "normaliser":
+            return self._enter_normaliser()
         self._site = web.TCPSite(self._runner, cfg.host, cfg.port, reuse_address=True)
         try:
             await self._site.start()
@@ -276,6 +236,26 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
         }
         log.info("listening on http://%s:%d%s", cfg.host, self.bound_port, cfg.path)
         return self
+
+    def _enter_normaliser(self) -> BitbucketWebhookSource:
+        """``rcingest normalise``: the app's contexts run, nothing listens."""
+        self.context.source_info = {
+            "type": "bitbucket_webhook",
+            "inbox": self._redact(self.config.inbox),
+            "role": "normaliser",
+            "backfill": self.backfill_enabled,
+        }
+        if self.supervised:
+            gone = asyncio.create_task(self.receiver.parent_gone.wait())
+            gone.add_done_callback(lambda _: asyncio.ensure_future(self.stop()))
+            self._watch = gone
+        self.receiver.logger.info("normalising the inbox (role: normaliser)")
+        return self
+
+    async def serve_until_stopped(self) -> None:
+        """``receiver`` role: serve without a pipeline until :meth:`stop`."""
+        async with self:
+            await self._stopped.wait()
 
     async def _enter_run(self) -> BitbucketWebhookSource:
         """``rcingest run``: no server; a REST client and the queue for a one-shot scan."""
@@ -320,6 +300,8 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
                 await self._store.close()
             return
         self.intake.close()
+        if self._watch is not None:
+            self._watch.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -400,10 +382,12 @@ class BitbucketWebhookSource(Source[WebhookConfig]):
         if self.receiver.entering:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.receiver.idle.wait(), self.config.shutdown_timeout)
-        # The normaliser finishes its batch while the pipeline still consumes.
+        # The normaliser finishes its batch while the pipeline still consumes
+        # (or, for a receiver, its normaliser process drains and exits).
         for hook in self.receiver.stop_hooks:
             await hook()
         self.intake.close()
+        self._stopped.set()
 
 
 @hookimpl

@@ -28,7 +28,7 @@ from typing import Any, Literal
 import msgspec
 
 from rcingest import faults
-from rcingest.inbox.model import Arrival, InboxEntry, InboxFilter
+from rcingest.inbox.model import Arrival, InboxEntry, InboxFilter, WorkerBeat
 from rcingest.inbox.sql import OPEN, ROW, InboxTable, entry_of
 
 __all__ = ["TABLE", "InboxDB", "connect"]
@@ -244,6 +244,32 @@ class InboxDB(InboxTable):
             ]
         )
         return True
+
+    def beat(self, beat: WorkerBeat) -> None:
+        """Record what a normaliser process reports (one row per ``host:pid``).
+
+        Rows of workers gone for a day are deleted on the way: a restarted
+        worker has a new pid, and the table must not grow with every restart.
+        """
+        self._write(
+            [
+                (
+                    "INSERT INTO webhook_inbox_workers (worker, started_at, beat_at, healthy, "
+                    "last_error, normalised) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (worker) DO "
+                    "UPDATE SET beat_at = excluded.beat_at, healthy = excluded.healthy, "
+                    "last_error = excluded.last_error, normalised = excluded.normalised",
+                    (
+                        beat.worker,
+                        beat.started_at,
+                        beat.beat_at,
+                        int(beat.healthy),
+                        beat.last_error[:2000],
+                        beat.normalised,
+                    ),
+                ),
+                ("DELETE FROM webhook_inbox_workers WHERE beat_at < ?", (beat.beat_at - 86_400,)),
+            ]
+        )
 
     # ---- retrying, purging -------------------------------------------------------
 

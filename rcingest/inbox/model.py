@@ -15,7 +15,7 @@ from typing import Literal
 
 import msgspec
 
-__all__ = ["STATES", "Arrival", "InboxEntry", "InboxFilter", "InboxRow", "State"]
+__all__ = ["STATES", "Arrival", "InboxEntry", "InboxFilter", "InboxRow", "State", "WorkerBeat"]
 
 State = Literal["pending", "failed", "done", "parked"]
 STATES: tuple[State, ...] = ("pending", "failed", "done", "parked")
@@ -88,3 +88,22 @@ class InboxFilter(msgspec.Struct, frozen=True, kw_only=True):
     until: float | None = None
     request_uuids: tuple[str, ...] = ()
     limit: int | None = None
+
+
+class WorkerBeat(msgspec.Struct, frozen=True, kw_only=True):
+    """What a normaliser running in a process of its own last reported.
+
+    ``rcingest normalise`` (on its own, or started by ``rcingest serve`` with
+    ``normaliser: subprocess``) writes one every few seconds, so that the
+    receiving daemon's ``/readyz`` can say whether anything normalises.
+    """
+
+    #: ``host:pid``.
+    worker: str
+    started_at: float
+    beat_at: float
+    #: False while its normaliser or backfill worker is failing.
+    healthy: bool
+    last_error: str = ""
+    #: Deliveries it settled since it started (done, failed or parked).
+    normalised: int = 0

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from rcingest.inbox.model import OPEN_STATES, InboxEntry, InboxFilter, InboxRow
+from rcingest.inbox.model import OPEN_STATES, InboxEntry, InboxFilter, InboxRow, WorkerBeat
 
 __all__ = ["OPEN", "ROW", "SCHEMA", "InboxTable", "entry_of", "row_of"]
 
@@ -49,6 +49,14 @@ CREATE INDEX IF NOT EXISTS webhook_inbox_received ON webhook_inbox (received_at)
 CREATE TABLE IF NOT EXISTS webhook_inbox_probe (
     id INTEGER PRIMARY KEY,
     probed_at {real} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS webhook_inbox_workers (
+    worker TEXT PRIMARY KEY,
+    started_at {real} NOT NULL,
+    beat_at {real} NOT NULL,
+    healthy INTEGER NOT NULL,
+    last_error TEXT NOT NULL DEFAULT '',
+    normalised INTEGER NOT NULL DEFAULT 0
 )
 """
 ROW = (
@@ -216,6 +224,24 @@ class InboxTable:
         """Rows per state (every state present, 0 when none)."""
         found = dict(self._query("SELECT state, COUNT(*) FROM webhook_inbox GROUP BY state"))
         return {s: int(found.get(s, 0)) for s in ("pending", "failed", "done", "parked")}
+
+    def workers(self, since: float) -> list[WorkerBeat]:
+        """The normalisers that reported at or after ``since``, most recent first."""
+        return [
+            WorkerBeat(
+                worker=r[0],
+                started_at=float(r[1]),
+                beat_at=float(r[2]),
+                healthy=bool(r[3]),
+                last_error=r[4],
+                normalised=int(r[5]),
+            )
+            for r in self._query(
+                "SELECT worker, started_at, beat_at, healthy, last_error, normalised "
+                "FROM webhook_inbox_workers WHERE beat_at >= ? ORDER BY beat_at DESC",
+                (since,),
+            )
+        ]
 
     def oldest_open(self) -> float | None:
         """``received_at`` of the oldest row still to normalise (None when none)."""

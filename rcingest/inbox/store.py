@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Literal, TypeVar
 
 from rcingest.inbox.db import InboxDB, connect
-from rcingest.inbox.model import Arrival, InboxEntry, InboxFilter, InboxRow
+from rcingest.inbox.model import Arrival, InboxEntry, InboxFilter, InboxRow, WorkerBeat
 
 __all__ = ["Inbox"]
 
@@ -176,6 +176,16 @@ class Inbox:
 
     async def rows(self, f: InboxFilter | None = None) -> list[InboxRow]:
         return await self._reader.call(lambda db: db.rows(f))
+
+    async def beat(self, beat: WorkerBeat) -> None:
+        """A normaliser process's report, on the append connection (idle in a worker,
+        and never inside a claim's transaction on PostgreSQL)."""
+        await self._writer.call(lambda db: db.beat(beat))
+
+    async def workers(self, within: float) -> list[WorkerBeat]:
+        """The normaliser processes that reported in the last ``within`` seconds."""
+        since = time.time() - within
+        return await self._reader.call(lambda db: db.workers(since))
 
     async def purge(self, before: float) -> int:
         return await self._writer.call(lambda db: db.purge(before))

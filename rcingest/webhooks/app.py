@@ -58,6 +58,9 @@ class ReceiverSettings:
     compliance_keys: frozenset[str] | None = None
     #: Repository events update the inventory (``repo_sync`` jobs).
     inventory: bool = False
+    #: A pipeline consumes in this process (False: a receiver whose normaliser
+    #: runs in another process; readiness then probes the inbox only).
+    pipeline: bool = True
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,8 @@ class Receiver:
     probes: list[Callable[[], Awaitable[bool]]] = field(default_factory=list)
     #: Run by ``stop`` before the intake closes (the normaliser finishing its batch).
     stop_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    #: Set in a normaliser process when the daemon that started it is gone.
+    parent_gone: asyncio.Event = field(default_factory=asyncio.Event)
 
     def note_write(self, ok: bool) -> None:
         """A delivery was committed (``ok``) or not: /readyz follows at once.
@@ -155,7 +160,7 @@ class Receiver:
         """
         if self.closing or self.intake.closed:
             return False, "stopping"
-        if not self.intake.consuming:
+        if self.settings.pipeline and not self.intake.consuming:
             return False, "the pipeline is not consuming deliveries"
         for check in (self.backfill_failure, *self.checks):
             failing = check()
@@ -172,7 +177,10 @@ class Receiver:
             return False, "the last database write failed"
         if self._probe is not None:
             await asyncio.shield(self._probe)
-        return (True, "ready") if self._probe_ok else (False, "the database did not commit a probe")
+        if self._probe_ok:
+            return True, "ready"
+        where = "database" if self.settings.pipeline else "inbox"
+        return False, f"the {where} did not commit a probe"
 
     def backfill_failure(self) -> str | None:
         """Why the backfill worker is not doing its work, or None when it is (or there is none)."""
@@ -188,9 +196,11 @@ class Receiver:
     async def _run_probe(self) -> bool:
         started = time.monotonic()
         try:
-            state = {"probed_at": datetime.now(UTC).isoformat()}
-            sub = self.intake.submit([], stream=PROBE_STREAM, state=state)
-            ok = await asyncio.wait_for(asyncio.shield(sub.future), self.settings.ready_timeout)
+            ok = True
+            if self.settings.pipeline:
+                state = {"probed_at": datetime.now(UTC).isoformat()}
+                sub = self.intake.submit([], stream=PROBE_STREAM, state=state)
+                ok = await asyncio.wait_for(asyncio.shield(sub.future), self.settings.ready_timeout)
             for probe in self.probes:  # the inbox: a real write transaction too
                 ok = ok and await asyncio.wait_for(probe(), self.settings.ready_timeout)
         except (Closed, TimeoutError):

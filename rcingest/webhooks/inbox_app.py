@@ -5,24 +5,35 @@ inbox, the normaliser task and the retention task. The handler does only
 what :func:`rcingest.inbox.gate.admit` needs and one append (group-committed
 with whatever else arrived meanwhile), then answers: 200 means the verified
 raw delivery is durably in the inbox (docs/webhooks.md, "The inbox").
+
+Three roles (``InboxSettings.role``): ``all`` acknowledges and normalises in
+this process; ``receiver`` only acknowledges, and supervises the normaliser
+process when it started one (``normaliser: subprocess``); ``normaliser``
+(``rcingest normalise``) only normalises, serves nothing, and reports its
+health in the inbox for the receiver's ``/readyz``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiohttp import web
 
 from rcingest.inbox.derive import DecodeSettings
 from rcingest.inbox.gate import admit
+from rcingest.inbox.lock import NormaliserLock
+from rcingest.inbox.model import WorkerBeat
 from rcingest.inbox.normaliser import Normaliser
 from rcingest.inbox.store import Inbox
 from rcingest.webhooks.app import RECEIVER, Receiver, _answer, _refuse, read_delivery
+from rcingest.webhooks.normaliser_process import NormaliserProcess, watch_parent
 
 __all__ = ["INBOX", "InboxSettings", "install"]
 
@@ -50,15 +61,33 @@ class InboxSettings:
     defer: float = 1.0
     #: Seconds a stop keeps normalising what was acknowledged, then leaves the rest.
     drain_timeout: float = 10.0
+    #: What this process does with the inbox (see the module's docstring).
+    role: Literal["all", "receiver", "normaliser"] = "all"
+    #: ``receiver``: the command line of the normaliser process to start and
+    #: supervise (None: the normaliser runs elsewhere, ``normaliser: external``).
+    spawn: tuple[str, ...] | None = None
+    #: ``receiver``: the environment of that process (None: this one's).
+    spawn_env: dict[str, str] | None = None
+    #: ``normaliser``: started by a receiver, whose pipe is our stdin.
+    supervised: bool = False
 
 
 @dataclass
 class _State:
     inbox: Inbox
-    normaliser: Normaliser
     settings: InboxSettings
+    #: None in the receiver role.
+    normaliser: Normaliser | None = None
     task: asyncio.Task[None] | None = None
     retention: asyncio.Task[None] | None = None
+    #: ``all`` and ``normaliser``: the SQLite inbox's one-normaliser lock.
+    lock: NormaliserLock | None = None
+    #: ``receiver``: the normaliser process it started, and what the workers last reported.
+    process: NormaliserProcess | None = None
+    beats: list[WorkerBeat] = field(default_factory=list)
+    #: ``normaliser``: the heartbeat writer, or ``receiver``: its reader.
+    heartbeat: asyncio.Task[None] | None = None
+    settled: int = 0
 
 
 @dataclass
@@ -180,23 +209,42 @@ async def _retention(inbox: Inbox, settings: InboxSettings, r: Receiver) -> None
         await asyncio.sleep(3600)
 
 
-async def _notes(
-    inbox: Inbox, normaliser: Normaliser, settings: InboxSettings, r: Receiver
-) -> dict[str, Any]:
+#: Seconds between a normaliser process's reports.
+BEAT_INTERVAL = 2.0
+#: A normaliser that has not reported for this long is taken for gone.
+BEAT_STALE = 15.0
+
+
+async def _notes(state: _State, r: Receiver) -> dict[str, Any]:
     """The inbox's figures for /readyz (and the gauges /metrics shows).
 
     Readiness itself depends on the append path (and the pipeline's probe):
     a daemon whose normalisation lags still acknowledges safely, so it says
     so here instead of refusing traffic.
     """
+    inbox, settings, normaliser = state.inbox, state.settings, state.normaliser
     lag = await inbox.lag()
     counts = await inbox.counts()
     r.metrics.normalisation_lag.set(lag)
     r.metrics.inbox_pending.set(counts["pending"] + counts["failed"])
     r.metrics.inbox_parked.set(counts["parked"])
     notes: dict[str, Any] = {"inbox": {"lag_seconds": round(lag, 3), **counts}}
-    if normaliser.last_failure and counts["failed"] + counts["parked"]:
+    if normaliser is not None and normaliser.last_failure and counts["failed"] + counts["parked"]:
         notes["inbox"]["last_failure"] = normaliser.last_failure
+    if settings.role == "receiver":
+        now = time.time()
+        notes["normalisers"] = [
+            {
+                "worker": b.worker,
+                "seconds_since_report": round(now - b.beat_at, 1),
+                "healthy": b.healthy,
+                "normalised": b.normalised,
+                **({"last_error": b.last_error} if b.last_error else {}),
+            }
+            for b in state.beats
+        ]
+        if not state.beats:
+            notes["normaliser"] = f"no normaliser has reported in the last {BEAT_STALE:g}s"
     if settings.lag_threshold and lag > settings.lag_threshold:
         notes["lagging"] = (
             f"normalisation lag {lag:.1f}s exceeds {settings.lag_threshold:g}s "
@@ -205,44 +253,181 @@ async def _notes(
     return notes
 
 
+def _normaliser_failing(state: _State, r: Receiver) -> str | None:
+    """``all`` and ``normaliser``: why this process's normaliser does not do its work."""
+    normaliser, task = state.normaliser, state.task
+    if normaliser is None:
+        return None
+    if task is not None and task.done() and not r.closing:
+        return "the normaliser stopped"
+    if not normaliser.healthy:
+        return f"the normaliser is failing: {normaliser.last_error}"
+    return None
+
+
+def _process_failing(state: _State) -> str | None:
+    """``receiver`` with a normaliser process: why it does not do its work."""
+    process = state.process
+    if process is None:
+        return None
+    down = process.failing()
+    if down is not None:
+        return down
+    mine = f"{socket.gethostname()}:{process.pid}"
+    beat = next((b for b in state.beats if b.worker == mine), None)
+    if beat is None:
+        up = time.monotonic() - process.started_at
+        # A child still loading the pipeline has not reported yet.
+        return f"the normaliser process has not reported for {up:.0f}s" if up > BEAT_STALE else None
+    if not beat.healthy:
+        return f"the normaliser process is failing: {beat.last_error}"
+    return None
+
+
+async def _run_normaliser(state: _State, r: Receiver) -> None:
+    """Take the SQLite inbox's lock (waiting for another normaliser to let go), then run."""
+    assert state.normaliser is not None and state.lock is not None
+    lock = state.lock
+    if not lock.try_acquire():
+        r.logger.warning(
+            "another normaliser (pid %s) holds %s; waiting for it to stop",
+            lock.waited_for,
+            lock.path,
+        )
+        await lock.acquire()
+        r.logger.info("took over %s", lock.path)
+    try:
+        await state.normaliser.run()
+    finally:
+        lock.release()
+
+
+async def _beat(state: _State, r: Receiver) -> None:
+    """``normaliser``: report this process's health in the inbox every BEAT_INTERVAL."""
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    started = time.time()
+    while True:
+        failing = _normaliser_failing(state, r) or r.backfill_failure()
+        lock = state.lock
+        if failing is None and lock is not None and not lock.held:
+            failing = f"waiting for another normaliser (pid {lock.waited_for}) to stop"
+        try:
+            await state.inbox.beat(
+                WorkerBeat(
+                    worker=worker,
+                    started_at=started,
+                    beat_at=time.time(),
+                    healthy=failing is None,
+                    last_error=r.redact(failing or ""),
+                    normalised=state.settled,
+                )
+            )
+        except Exception as exc:
+            r.logger.error("normaliser report: %s", r.redact(f"{type(exc).__name__}: {exc}"))
+        await asyncio.sleep(BEAT_INTERVAL)
+
+
+async def _read_beats(state: _State, r: Receiver) -> None:
+    """``receiver``: keep what the normalisers reported at hand for /readyz."""
+    while True:
+        try:
+            state.beats = await state.inbox.workers(BEAT_STALE)
+        except Exception as exc:
+            r.logger.error("reading normaliser reports: %s", r.redact(f"{exc}"))
+        await asyncio.sleep(BEAT_INTERVAL)
+
+
 async def _inbox_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[INBOX]
     r = app[RECEIVER]
     inbox = Inbox(settings.spec, synchronous=settings.synchronous, secrets=sorted(settings.secrets))
     await inbox.open()
-    normaliser = _normaliser(r, inbox, settings, app)
-    inbox.on_append = normaliser.wake
-    state = _State(inbox, normaliser, settings)
+    state = _State(inbox, settings)
     app[_SLOT].state = state
-
-    def failing() -> str | None:
-        task = state.task
-        if task is not None and task.done() and not r.closing:
-            return "the normaliser stopped"
-        if not normaliser.healthy:
-            return f"the normaliser is failing: {normaliser.last_error}"
-        return None
-
-    async def notes() -> dict[str, Any]:
-        return await _notes(inbox, normaliser, settings, r)
-
-    r.checks.append(failing)
-    r.probes.append(inbox.probe)
-    r.notes = notes
-    r.metrics.normaliser_healthy.set_function(lambda: 0.0 if failing() else 1.0)
-    state.task = asyncio.create_task(normaliser.run(), name="rcingest-normaliser")
-    state.retention = asyncio.create_task(_retention(inbox, settings, r), name="rcingest-retention")
-    r.stop_hooks.append(lambda: stop_normaliser(state, r))
+    tasks: list[asyncio.Task[Any]] = []
     try:
+        if settings.role == "receiver":
+            if settings.spawn is not None:
+                state.process = NormaliserProcess(
+                    settings.spawn,
+                    env=settings.spawn_env,
+                    logger=r.logger,
+                    stop_timeout=settings.drain_timeout + 15.0,
+                )
+                await state.process.start()
+                inbox.on_append = state.process.wake
+            r.checks.append(lambda: _process_failing(state))
+            r.metrics.normaliser_healthy.set_function(
+                lambda: 0.0 if _process_failing(state) or not state.beats else 1.0
+            )
+            state.heartbeat = asyncio.create_task(_read_beats(state, r), name="rcingest-beats")
+        else:
+            _start_normaliser(state, r, app)
+            if settings.supervised:
+                assert state.normaliser is not None
+                normaliser = state.normaliser
+                tasks.append(
+                    asyncio.create_task(
+                        watch_parent(normaliser.wake, lambda: _parent_gone(r)),
+                        name="rcingest-parent-pipe",
+                    )
+                )
+        r.probes.append(inbox.probe)
+
+        async def notes() -> dict[str, Any]:
+            return await _notes(state, r)
+
+        r.notes = notes
+        r.stop_hooks.append(lambda: stop_normaliser(state, r))
         yield
     finally:
+        for task in tasks:
+            task.cancel()
         await stop_normaliser(state, r)
         app[_SLOT].state = None
         await inbox.close()
 
 
+def _start_normaliser(state: _State, r: Receiver, app: web.Application) -> None:
+    """``all`` and ``normaliser``: the normaliser, retention and (``normaliser``) report tasks."""
+    settings, inbox = state.settings, state.inbox
+    normaliser = _normaliser(r, inbox, settings, app)
+    observe = normaliser.observe
+
+    def counted(outcome: str, n: int) -> None:
+        state.settled += n
+        observe(outcome, n)
+
+    normaliser.observe = counted
+    inbox.on_append = normaliser.wake
+    state.normaliser = normaliser
+    state.lock = NormaliserLock(settings.spec)
+    r.checks.append(lambda: _normaliser_failing(state, r))
+    r.metrics.normaliser_healthy.set_function(lambda: 0.0 if _normaliser_failing(state, r) else 1.0)
+    state.task = asyncio.create_task(_run_normaliser(state, r), name="rcingest-normaliser")
+    state.retention = asyncio.create_task(_retention(inbox, settings, r), name="rcingest-retention")
+    if settings.role == "normaliser":
+        state.heartbeat = asyncio.create_task(_beat(state, r), name="rcingest-beat")
+
+
+def _parent_gone(r: Receiver) -> None:
+    """The receiver that started us is gone: stop as on SIGTERM (``r.on_parent_gone``)."""
+    r.logger.warning("the receiving daemon is gone (its pipe closed); stopping")
+    r.parent_gone.set()
+
+
 async def stop_normaliser(state: _State, r: Receiver) -> None:
     """Let the batch under way finish (bounded), then end the tasks; never raises."""
+    if state.heartbeat is not None:
+        state.heartbeat.cancel()
+        state.heartbeat = None
+    if state.process is not None:
+        # The receiver has stopped appending (stop hooks run after the
+        # requests finished): the child drains what was acknowledged.
+        process, state.process = state.process, None
+        await process.stop()
+    if state.normaliser is None:
+        return
     # What is acknowledged is normalised before the pipeline closes, within
     # the bound; the rest waits in the inbox for the next start.
     drain = state.settings.drain_timeout
@@ -267,4 +452,5 @@ def install(app: web.Application, settings: InboxSettings) -> None:
     app[INBOX] = settings
     app[_SLOT] = _Slot()
     app.cleanup_ctx.append(_inbox_context)
-    app.router.add_post(app[RECEIVER].settings.path, handle_inbox_delivery)
+    if settings.role != "normaliser":
+        app.router.add_post(app[RECEIVER].settings.path, handle_inbox_delivery)
