@@ -1,5 +1,9 @@
 """Sustained load on the webhook daemon (issue 15): the end-to-end capacity, inbox vs committed.
 
+Three paths: ``committed`` (acknowledged once the records are committed),
+``inbox`` (acknowledged on the inbox, normaliser in the same process) and
+``split`` (the inbox with ``normaliser: subprocess``: a process of its own).
+
 Each step offers signed ``repo:push`` deliveries (3-5 commits) at a fixed rate
 for ``--seconds`` (60) with wrk and bench/webhook_paced.lua: open loop with at
 most ``--connections`` in flight, so a server that falls behind shows as the
@@ -52,6 +56,7 @@ from webhook_load import (
     scrape,
     start_daemon,
     stop,
+    wait_normaliser,
     write_pipeline,
     write_wrk_data,
 )
@@ -101,16 +106,20 @@ def one_step(
     port = free_port()
     db = workdir / f"{path}-{rate}-{port}.db"
     inbox = workdir / f"inbox-{rate}-{port}.db"
-    ack = path if inbox_supported() else None
+    # "split": the inbox path with the normaliser in a process of its own.
+    ack = ("inbox" if path == "split" else path) if inbox_supported() else None
     pipeline = write_pipeline(
         workdir,
         str(db),
         "NORMAL",
         ack=ack,
         inbox=str(inbox) if ack else None,
-        inbox_defer=args.inbox_defer if ack == "inbox" else None,
+        inbox_defer=args.inbox_defer if path == "inbox" else None,
+        normaliser="subprocess" if path == "split" else None,
     )
     proc = start_daemon(pipeline, port, workdir / f"{path}.log")
+    if path == "split":
+        wait_normaliser(port)
     count = rate * args.seconds
     sampler = Sampler(port, proc.pid)
     r: dict[str, Any] = {"path": path, "offered": rate}
@@ -123,7 +132,7 @@ def one_step(
         load_end = time.monotonic() - sampler.t0
         r.update(w)
         drain: float | None = None
-        if path == "inbox":
+        if path != "committed":
             deadline = time.monotonic() + args.drain
             while time.monotonic() < deadline:
                 if sampler.latest().get("pending", 1) == 0 and sampler.latest()["t"] > load_end:
@@ -143,7 +152,7 @@ def one_step(
     r["late_last10_ms"] = max(late[-10:], default=0.0)
     r["late_max_ms"] = max(late, default=0.0)
     # The committed path has no normaliser: its lag gauges (if any) mean nothing.
-    inbox_path = path == "inbox"
+    inbox_path = path != "committed"
     lags = [s["lag"] for s in during if "lag" in s and inbox_path]
     r["lag_p99_s"] = percentile(lags, 99) if lags else None
     r["lag_max_last10_s"] = max((s["lag"] for s in last10 if "lag" in s), default=None)
@@ -162,7 +171,7 @@ def one_step(
         why.append(f"{r['non2xx']} non-2xx, {errors} socket errors")
     if r["late_last10_ms"] >= 1000:
         why.append(f"sender {r['late_last10_ms'] / 1000:.1f} s behind its schedule")
-    if path == "inbox":
+    if inbox_path:
         if r["lag_max_last10_s"] is None or r["lag_max_last10_s"] >= args.lag_bound:
             why.append(f"lag over the last 10 s up to {fmt(r['lag_max_last10_s'])} s")
         if drain is None:
@@ -185,7 +194,7 @@ def describe(r: dict[str, Any]) -> str:
         f"sender late max {r['late_max_ms']:.0f} ms (last 10 s {r['late_last10_ms']:.0f}), "
         f"CPU server {r['server_cpu_pct'] or 0:.0f}% wrk {r['wrk_cpu_pct']:.0f}%"
     )
-    if r["path"] == "inbox":
+    if r["path"] != "committed":
         drain = r["drain_s"]
         s += (
             f", lag p99 {fmt(r['lag_p99_s'])} s (last 10 s max {fmt(r['lag_max_last10_s'])}), "
@@ -204,7 +213,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=60, help="length of each step")
     parser.add_argument("--connections", type=int, default=64, help="bound on in flight")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--paths", default="committed,inbox")
+    parser.add_argument(
+        "--paths",
+        default="committed,inbox,split",
+        help="committed, inbox (normaliser in-process) and split (normaliser: subprocess)",
+    )
     parser.add_argument("--drain", type=float, default=10.0)
     parser.add_argument("--lag-bound", type=float, default=2.0)
     parser.add_argument(
@@ -216,8 +229,8 @@ def main() -> None:
     rates = [int(x) for x in args.rates.split(",")][:6]
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install -y wrk")
-    paths = [p for p in args.paths.split(",") if p != "inbox" or inbox_supported()]
-    if "inbox" in args.paths.split(",") and "inbox" not in paths:
+    paths = [p for p in args.paths.split(",") if p == "committed" or inbox_supported()]
+    if len(paths) < len(args.paths.split(",")):
         print("this checkout has no inbox (no `ack` key): inbox runs skipped", flush=True)
     steps: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="rcingest-bench-sustained-") as tmp:
@@ -251,8 +264,9 @@ def summarise(steps: list[dict[str, Any]], paths: list[str], rounds: int) -> dic
             p99s.append(best["p99_us"] / 1000 if best else None)
         out[path] = {"capacity_rounds": caps, "lag_p99_rounds": lags, "ack_p99_ms_rounds": p99s}
         out[path]["capacity"] = statistics.median(caps)
-    if "inbox" in out and "committed" in out and out["committed"]["capacity"]:
-        out["inbox_x_committed"] = out["inbox"]["capacity"] / out["committed"]["capacity"]
+    for path in ("inbox", "split"):
+        if path in out and "committed" in out and out["committed"]["capacity"]:
+            out[f"{path}_x_committed"] = out[path]["capacity"] / out["committed"]["capacity"]
     print(
         "\n| path | end-to-end capacity (median) | rounds | lag p99 s at capacity, per round "
         "| ack p99 ms at capacity, per round |"
@@ -265,8 +279,10 @@ def summarise(steps: list[dict[str, Any]], paths: list[str], rounds: int) -> dic
             f"| {', '.join(fmt(x) for x in s['lag_p99_rounds'])} "
             f"| {', '.join(fmt(x) for x in s['ack_p99_ms_rounds'])} |"
         )
-    if "inbox_x_committed" in out:
-        print(f"\ninbox / committed end-to-end: {out['inbox_x_committed']:.2f}x (target >= 2x)")
+    for path in ("inbox", "split"):
+        if f"{path}_x_committed" in out:
+            ratio = out[f"{path}_x_committed"]
+            print(f"\n{path} / committed end-to-end: {ratio:.2f}x (target >= 2x)")
     return out
 
 

@@ -173,6 +173,7 @@ def write_pipeline(
     inbox: str | None = None,
     name: str = "webhook.yaml",
     inbox_defer: float | None = None,
+    normaliser: str | None = None,
 ) -> Path:
     """The daemon's pipeline; ``database=""`` discards batches instead of storing them.
 
@@ -188,6 +189,8 @@ def write_pipeline(
         extra += f"\n    inbox: '{inbox}'"
     if inbox_defer is not None:  # else the daemon's default
         extra += f"\n    inbox_defer: {inbox_defer}"
+    if normaliser is not None:  # "subprocess": the normaliser in a process of its own
+        extra += f"\n    normaliser: {normaliser}"
     sink = (
         f"type: database\n    config: {{database: '{database}', synchronous: {synchronous}}}"
         if database
@@ -236,6 +239,21 @@ def start_daemon(
     )
     wait_port(port, proc)
     return proc
+
+
+def wait_normaliser(port: int, timeout: float = 30.0) -> None:
+    """Wait until the daemon's /readyz lists a normaliser process that has reported
+    (``normaliser: subprocess``: it loads the pipeline after the receiver listens)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                if json.loads(r.read()).get("normalisers"):
+                    return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"no normaliser reported on :{port} within {timeout}s")
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
@@ -317,9 +335,27 @@ def scrape(port: int, timeout: float = 2.0) -> dict[str, float]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a running process (all its threads), from /proc."""
+    """User + system CPU seconds of a running process (all its threads) and of its
+    running children (the normaliser process of ``normaliser: subprocess``), from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for kid in children(pid):
+        try:
+            total += cpu_seconds(kid)
+        except OSError:
+            continue  # it just exited
+    return total
+
+
+def children(pid: int) -> list[int]:
+    """The pids of the running children of ``pid``."""
+    kids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            kids += [int(k) for k in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return kids
 
 
 def run_wrk(

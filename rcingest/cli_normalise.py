@@ -73,7 +73,7 @@ def normalise(
     Example:
       RCINGEST_INBOX_URL=postgresql://... rcingest normalise config/webhook.yaml
     """
-    from rcingest.cli_run import _load, _on_signal
+    from rcingest.cli_run import _load, _on_signal, _tune_for_daemon
     from rcingest.logs import own_log_file, start_logging
     from rcingest.pipeline import Runner
     from rcingest.runtime import make_context
@@ -98,6 +98,7 @@ def normalise(
     except RcingestError as exc:
         fail(exc, loaded.secrets)
     runner.source.supervised = supervised  # type: ignore[attr-defined]
+    _tune_for_daemon()  # the database writer thread's GIL hand-overs, as in serve
     import asyncio
     import signal
 

@@ -13,6 +13,11 @@ time it reaches a named point, so each dangerous instant is tested on purpose
 * ``checkpoint``: a SQLite WAL checkpoint of the database sink is running
   (the kill comes from a timer thread a moment after it starts).
 
+With ``RCINGEST_KILL_ONCE=<file>`` the fault fires only if that file does
+not exist yet, and creates it as it fires: a normaliser process that
+``rcingest serve`` restarts inherits the environment, and must not die at
+the same point again (the file also tells the test that the fault fired).
+
 Unset (always, outside tests) every call is one dictionary lookup.
 """
 
@@ -35,6 +40,7 @@ def _parse(spec: str | None) -> tuple[str, int] | None:
 
 
 _TARGET = _parse(os.environ.get("RCINGEST_KILL_AT"))
+_ONCE = os.environ.get("RCINGEST_KILL_ONCE") or None
 _counts: dict[str, int] = {}
 _lock = threading.Lock()
 
@@ -44,7 +50,14 @@ def _due(point: str) -> bool:
         return False
     with _lock:
         _counts[point] = _counts.get(point, 0) + 1
-        return _counts[point] == _TARGET[1]
+        if _counts[point] != _TARGET[1]:
+            return False
+        if _ONCE is not None:
+            try:
+                os.close(os.open(_ONCE, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                return False  # fired before, in an earlier process
+        return True
 
 
 def _kill() -> None:

@@ -20,12 +20,23 @@ __all__ = ["strip_nul"]
 T = TypeVar("T")
 
 
+_encoder = msgspec.json.Encoder()
+
+
 def strip_nul(value: T) -> T:
     """``value`` with every NUL character removed from the strings it holds.
 
     Walks Structs, lists, tuples and dicts; returns ``value`` itself when it
-    holds no NUL (the usual case costs one scan per string, no copies).
+    holds no NUL. The usual case is decided in C: JSON spells NUL only as
+    ``\\u0000``, so a value whose encoding lacks it has none, and is returned
+    without walking it (walking every field in Python was 15% of the
+    normaliser's main thread, bench/README.md).
     """
+    try:
+        if b"\\u0000" not in _encoder.encode(value):
+            return value
+    except (TypeError, ValueError, OverflowError):
+        pass  # not encodable as JSON (an odd key, a foreign object): walk it
     return cast(T, _strip(value))
 
 

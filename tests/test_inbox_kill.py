@@ -64,7 +64,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def serve(tmp_path: Path, port: int, kill_at: str | None) -> subprocess.Popen[bytes]:
+def serve(
+    tmp_path: Path, port: int, kill_at: str | None, extra: str = ""
+) -> subprocess.Popen[bytes]:
     pipeline = tmp_path / "p.yaml"
     pipeline.write_text(
         "name: kill\n"
@@ -76,11 +78,13 @@ def serve(tmp_path: Path, port: int, kill_at: str | None) -> subprocess.Popen[by
         # The normaliser must run while the senders send (the kill is under
         # load), and this load is shorter than the default wait for a burst.
         "    inbox_defer: 0\n"
+        f"{extra}"
         "enrichers: [{type: story_keys}]\n"
         f"sinks: [{{type: database, config: {{database: '{tmp_path}/commits.db'}}}}]\n"
     )
     env = {**os.environ, "BITBUCKET_WEBHOOK_SECRET": SECRET}
     env.pop("RCINGEST_KILL_AT", None)
+    env["RCINGEST_KILL_ONCE"] = str(tmp_path / "fired")
     if kill_at:
         env["RCINGEST_KILL_AT"] = kill_at
     cmd = [sys.executable, "-c", "from rcingest.cli import main; main()", "serve", str(pipeline)]
@@ -125,8 +129,24 @@ async def deliver_all(port: int, n: int, acked: set[str], deadline: float) -> No
 def test_kill_at_each_point_loses_and_duplicates_nothing(
     tmp_path: Path, point: str, n: int
 ) -> None:
+    run_kill_test(tmp_path, point, n)
+
+
+# With the normaliser in a process of its own, "append" kills the receiver
+# (its normaliser sees the pipe close and stops; the restarted receiver starts
+# a new one, which waits for the old one's lock), "normalise" and "checkpoint"
+# kill the normaliser process, which the receiver restarts.
+@pytest.mark.parametrize(
+    ("point", "n"), [("append:5", 240), ("normalise:4", 240), ("checkpoint:1", 2400)]
+)
+def test_kill_with_the_normaliser_in_its_own_process(tmp_path: Path, point: str, n: int) -> None:
+    run_kill_test(tmp_path, point, n, extra="    normaliser: subprocess\n")
+
+
+def run_kill_test(tmp_path: Path, point: str, n: int, extra: str = "") -> None:
+    receiver_dies = not extra or point.startswith("append")
     port = free_port()
-    proc = serve(tmp_path, port, point)
+    proc = serve(tmp_path, port, point, extra)
     acked: set[str] = set()
     deadline = time.monotonic() + 120
     restarts = 0
@@ -139,13 +159,12 @@ def test_kill_at_each_point_loses_and_duplicates_nothing(
             if proc.poll() is not None:
                 assert proc.returncode == -9, (tmp_path / "serve.log").read_text()
                 restarts += 1
-                proc = serve(tmp_path, port, None)  # the senders carry on retrying
+                proc = serve(tmp_path, port, None, extra)  # the senders carry on retrying
         await task
 
     try:
         asyncio.run(load())
         assert len(acked) == n
-        assert restarts == 1, f"the fault {point} never fired"
         # Wait for the normaliser to finish what was acknowledged.
         while time.monotonic() < deadline:
             with sqlite3.connect(tmp_path / "inbox.db") as conn:
@@ -155,6 +174,9 @@ def test_kill_at_each_point_loses_and_duplicates_nothing(
             if not left:
                 break
             time.sleep(0.1)
+        # (A normaliser process may reach its point after the senders are done.)
+        assert (tmp_path / "fired").exists(), f"the fault {point} never fired"
+        assert restarts == int(receiver_dies)
     finally:
         if proc.poll() is None:
             proc.terminate()

@@ -180,33 +180,45 @@ class Normaliser:
         return True
 
     async def _normalise(self, entries: list[InboxEntry]) -> None:
-        derived = []
-        for n, entry in enumerate(entries, 1):
-            derived.append((entry, derive(entry, self.settings)))
-            if n % 16 == 0:
-                await asyncio.sleep(0)  # let the handler answer in between
-        parked = [(e.row.id, d.error) for e, d in derived if d.error is not None]
-        for entry, d in derived:
-            if d.error is not None:
-                self.log.warning(
-                    "inbox: parked delivery %s (%s): %s",
-                    entry.row.request_uuid,
-                    entry.row.event,
-                    self.redact(d.error),
-                )
-        todo = [(e, d) for e, d in derived if d.error is None]
-        jobs = [job for _, d in todo for job in d.jobs]
-        if jobs and self.add_jobs is not None:
-            await self.add_jobs(jobs)  # before the rows are done: a job is never lost
-        futures = [self.deliver(d.records) for _, d in todo]
-        results = await asyncio.wait_for(
-            asyncio.gather(*futures, return_exceptions=True), self.commit_timeout
-        )
+        # Each delivery goes to the pipeline as soon as it is derived, so the
+        # sinks write (in their threads, mostly outside the GIL) while the
+        # rest of the batch is still being derived. The pipeline keeps the
+        # order it was handed, as when the whole batch went at once.
+        todo: list[InboxEntry] = []
+        futures: list[asyncio.Future[str | None]] = []
+        jobs: list[BackfillJob] = []
+        parked: list[tuple[int, str | None]] = []
+        try:
+            for n, entry in enumerate(entries, 1):
+                d = derive(entry, self.settings)
+                if d.error is not None:
+                    parked.append((entry.row.id, d.error))
+                    self.log.warning(
+                        "inbox: parked delivery %s (%s): %s",
+                        entry.row.request_uuid,
+                        entry.row.event,
+                        self.redact(d.error),
+                    )
+                else:
+                    todo.append(entry)
+                    jobs.extend(d.jobs)
+                    futures.append(asyncio.ensure_future(self.deliver(d.records)))
+                if n % 16 == 0:
+                    await asyncio.sleep(0)  # let the pipeline (and a handler) run in between
+            if jobs and self.add_jobs is not None:
+                await self.add_jobs(jobs)  # before the rows are done: a job is never lost
+            results = await asyncio.wait_for(
+                asyncio.gather(*futures, return_exceptions=True), self.commit_timeout
+            )
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
         faults.reached("normalise")
         now = time.time()
         done: list[int] = []
         failed: list[tuple[int, str, float]] = []
-        for (entry, _), outcome in zip(todo, results, strict=True):
+        for entry, outcome in zip(todo, results, strict=True):
             if outcome is None:
                 done.append(entry.row.id)
                 continue
@@ -221,7 +233,7 @@ class Normaliser:
                 failed.append((entry.row.id, reason, now + wait))
         await self.inbox.settle(done, failed, [(i, r or "") for i, r in parked])
         finished = set(done)
-        for entry, _ in todo:
+        for entry in todo:
             if entry.row.id in finished:
                 self.delay(now - entry.row.received_at)
         self.observe("done", len(done))
