@@ -88,7 +88,8 @@ def one_round(workdir: Path, n: int, args: argparse.Namespace) -> dict[str, floa
         proc.terminate()
         proc.wait(60)
     with sqlite3.connect(inbox) as conn:
-        first, last = conn.execute("SELECT MIN(done_at), MAX(done_at) FROM webhook_inbox").fetchone()
+        span = "SELECT MIN(done_at), MAX(done_at) FROM webhook_inbox"
+        first, last = conn.execute(span).fetchone()
         # The first claim's rows are all done at ``first``: the time they took
         # is not in the span, so they are not in the count either.
         ahead = conn.execute(

@@ -262,9 +262,7 @@ def test_a_killed_normaliser_process_is_restarted(tmp_path: Path) -> None:
         (first,) = wait_for(lambda: normaliser_pids(proc.pid), what="the normaliser")
         wait_for(lambda: readyz(port)[1].get("normalisers"), what="its first report")
         os.kill(first, signal.SIGKILL)
-        status, ready = wait_for(
-            lambda: (r := readyz(port))[0] == 503 and r, timeout=10, what="503"
-        )
+        _, ready = wait_for(lambda: (r := readyz(port))[0] == 503 and r, timeout=10, what="503")
         assert "normaliser process exited" in ready["reason"]
         (second,) = wait_for(
             lambda: [p for p in normaliser_pids(proc.pid) if p != first], what="a new one"
