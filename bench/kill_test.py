@@ -14,8 +14,12 @@ on the same port, database and inbox, and the senders carry on:
   a WAL checkpoint running.
 
 ``--ack inbox|committed`` picks the daemon's acknowledgement path (default:
-the daemon's own default). With the inbox, the test waits (bounded) after the
-load until the inbox is drained. At the end:
+the daemon's own default). ``--normaliser subprocess`` runs the inbox's
+normaliser in a process of its own: ``append`` then kills the receiver,
+``normalise`` and ``checkpoint`` the normaliser process, which the receiver
+restarts by itself (``RCINGEST_KILL_ONCE`` keeps the restarted one alive).
+With the inbox, the test waits (bounded) after the load until the inbox is
+drained. At the end:
 
 * every delivery answered 2xx is in ``deliveries`` (one row per request
   UUID), with all its commits, and exactly the expected commits are stored;
@@ -57,6 +61,7 @@ from webhook_load import (
     scrape,
     start_daemon,
     stop,
+    wait_normaliser,
     write_pipeline,
 )
 
@@ -195,8 +200,15 @@ async def wait_drained(port: int, inbox: Path, bound: float) -> float | None:
     return None
 
 
-async def died(proc: subprocess.Popen[bytes]) -> None:
-    while proc.poll() is None:
+async def died(proc: subprocess.Popen[bytes], marker: Path) -> None:
+    """The daemon exited, or (``normaliser: subprocess``) its normaliser process fired."""
+    while proc.poll() is None and not marker.exists():
+        await asyncio.sleep(0.01)
+    # The marker is written just before the SIGKILL: give the process a moment
+    # to be gone, so a dead receiver is not taken for a dead normaliser.
+    for _ in range(100):
+        if proc.poll() is not None:
+            return
         await asyncio.sleep(0.01)
 
 
@@ -215,13 +227,19 @@ async def main_async(args: argparse.Namespace) -> int:
         args.synchronous,
         ack=ack if inbox_supported() else None,
         inbox=str(inbox) if inbox_supported() else None,
+        normaliser=args.normaliser,
     )
+    split = args.normaliser == "subprocess"
+    marker = workdir / "fired"
     port = free_port()
     url = f"http://127.0.0.1:{port}{PATH}"
     log = workdir / "daemon.log"
     kill_n = args.kill_n or DEFAULT_KILL_N.get(args.kill_at, 0)
     env = {} if args.kill_at == "external" else {"RCINGEST_KILL_AT": f"{args.kill_at}:{kill_n}"}
+    env["RCINGEST_KILL_ONCE"] = str(marker)
     proc = start_daemon(pipeline, port, log, env=env)
+    if split:
+        wait_normaliser(port)
     load = Load(args.count)
     problems_early: list[str] = []
     deadline = time.monotonic() + args.deadline
@@ -245,7 +263,7 @@ async def main_async(args: argparse.Namespace) -> int:
                 problems_early.append(f"daemon exited {proc.returncode} after SIGTERM mid-load")
             how = f"sent SIG{args.signal} to daemon pid {proc.pid}"
         else:
-            death = asyncio.ensure_future(died(proc))
+            death = asyncio.ensure_future(died(proc, marker))
             await asyncio.wait({death, all_sent}, return_when=asyncio.FIRST_COMPLETED)
             if not death.done():
                 death.cancel()
@@ -253,18 +271,21 @@ async def main_async(args: argparse.Namespace) -> int:
                 proc.kill()  # the PID of the daemon this script started
                 proc.wait()
             how = f"daemon pid {proc.pid} killed itself at {env['RCINGEST_KILL_AT']}"
+            if proc.poll() is None:  # the normaliser process died, the receiver lives
+                how = f"the normaliser process killed itself at {env['RCINGEST_KILL_AT']}"
         before_kill = len(load.acked)
         load.killed_at = time.monotonic()
         print(
             f"{how} (exit {proc.returncode}) after {before_kill} deliveries answered 2xx",
             flush=True,
         )
-        await asyncio.sleep(args.downtime)
-        proc = start_daemon(pipeline, port, log)
-        print(
-            f"restarted as pid {proc.pid} after {time.monotonic() - load.killed_at:.2f}s",
-            flush=True,
-        )
+        if proc.poll() is not None:
+            await asyncio.sleep(args.downtime)
+            proc = start_daemon(pipeline, port, log)
+            print(
+                f"restarted as pid {proc.pid} after {time.monotonic() - load.killed_at:.2f}s",
+                flush=True,
+            )
         await all_sent
     elapsed = time.monotonic() - started
     if ack == "inbox":
@@ -324,6 +345,9 @@ def main() -> None:
     parser.add_argument("--deadline", type=float, default=120.0)
     parser.add_argument("--drain", type=float, default=60.0, help="bound on the inbox drain")
     parser.add_argument("--synchronous", choices=["NORMAL", "FULL"], default="NORMAL")
+    parser.add_argument(
+        "--normaliser", choices=["in-process", "subprocess"], help="default: the daemon's"
+    )
     parser.add_argument(
         "--signal", choices=["KILL", "TERM"], default="KILL", help="TERM: a graceful stop mid-load"
     )

@@ -17,84 +17,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
 from rcingest.inbox.derive import DecodeSettings
 from rcingest.inbox.gate import admit
 from rcingest.inbox.lock import NormaliserLock
-from rcingest.inbox.model import WorkerBeat
 from rcingest.inbox.normaliser import Normaliser
 from rcingest.inbox.store import Inbox
 from rcingest.webhooks.app import RECEIVER, Receiver, _answer, _refuse, read_delivery
+from rcingest.webhooks.inbox_state import (
+    InboxSettings,
+    InboxState,
+    normaliser_failing,
+    notes,
+    process_failing,
+    read_reports,
+    report_health,
+)
 from rcingest.webhooks.normaliser_process import NormaliserProcess, watch_parent
 
 __all__ = ["INBOX", "InboxSettings", "install"]
-
-
-@dataclass(frozen=True)
-class InboxSettings:
-    """Where the inbox is and how its normaliser behaves (from the source's Config)."""
-
-    spec: str
-    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
-    secrets: frozenset[str] = frozenset()
-    #: Whether backfill jobs can run (REST credentials configured).
-    backfill: bool = False
-    batch: int = 256
-    max_attempts: int = 8
-    retry_delay: float = 5.0
-    #: Seconds between claims when idle: other daemons' appends (PostgreSQL)
-    #: and due retries are found this way; our own appends wake it at once.
-    poll_interval: float = 1.0
-    #: Days a normalised delivery's raw body is kept.
-    retention_days: float = 30.0
-    #: Normalisation lag (seconds) past which /readyz says the daemon is behind.
-    lag_threshold: float = 60.0
-    #: Seconds the normaliser waits at most while deliveries keep arriving.
-    defer: float = 1.0
-    #: Seconds a stop keeps normalising what was acknowledged, then leaves the rest.
-    drain_timeout: float = 10.0
-    #: What this process does with the inbox (see the module's docstring).
-    role: Literal["all", "receiver", "normaliser"] = "all"
-    #: ``receiver``: the command line of the normaliser process to start and
-    #: supervise (None: the normaliser runs elsewhere, ``normaliser: external``).
-    spawn: tuple[str, ...] | None = None
-    #: ``receiver``: the environment of that process (None: this one's).
-    spawn_env: dict[str, str] | None = None
-    #: ``normaliser``: started by a receiver, whose pipe is our stdin.
-    supervised: bool = False
-
-
-@dataclass
-class _State:
-    inbox: Inbox
-    settings: InboxSettings
-    #: None in the receiver role.
-    normaliser: Normaliser | None = None
-    task: asyncio.Task[None] | None = None
-    retention: asyncio.Task[None] | None = None
-    #: ``all`` and ``normaliser``: the SQLite inbox's one-normaliser lock.
-    lock: NormaliserLock | None = None
-    #: ``receiver``: the normaliser process it started, and what the workers last reported.
-    process: NormaliserProcess | None = None
-    beats: list[WorkerBeat] = field(default_factory=list)
-    #: ``normaliser``: the heartbeat writer, or ``receiver``: its reader.
-    heartbeat: asyncio.Task[None] | None = None
-    settled: int = 0
 
 
 @dataclass
 class _Slot:
     """Filled by the cleanup context (the app's state is frozen once it starts)."""
 
-    state: _State | None = None
+    state: InboxState | None = None
 
 
 INBOX = web.AppKey("inbox", InboxSettings)
@@ -209,82 +163,7 @@ async def _retention(inbox: Inbox, settings: InboxSettings, r: Receiver) -> None
         await asyncio.sleep(3600)
 
 
-#: Seconds between a normaliser process's reports.
-BEAT_INTERVAL = 2.0
-#: A normaliser that has not reported for this long is taken for gone.
-BEAT_STALE = 15.0
-
-
-async def _notes(state: _State, r: Receiver) -> dict[str, Any]:
-    """The inbox's figures for /readyz (and the gauges /metrics shows).
-
-    Readiness itself depends on the append path (and the pipeline's probe):
-    a daemon whose normalisation lags still acknowledges safely, so it says
-    so here instead of refusing traffic.
-    """
-    inbox, settings, normaliser = state.inbox, state.settings, state.normaliser
-    lag = await inbox.lag()
-    counts = await inbox.counts()
-    r.metrics.normalisation_lag.set(lag)
-    r.metrics.inbox_pending.set(counts["pending"] + counts["failed"])
-    r.metrics.inbox_parked.set(counts["parked"])
-    notes: dict[str, Any] = {"inbox": {"lag_seconds": round(lag, 3), **counts}}
-    if normaliser is not None and normaliser.last_failure and counts["failed"] + counts["parked"]:
-        notes["inbox"]["last_failure"] = normaliser.last_failure
-    if settings.role == "receiver":
-        now = time.time()
-        notes["normalisers"] = [
-            {
-                "worker": b.worker,
-                "seconds_since_report": round(now - b.beat_at, 1),
-                "healthy": b.healthy,
-                "normalised": b.normalised,
-                **({"last_error": b.last_error} if b.last_error else {}),
-            }
-            for b in state.beats
-        ]
-        if not state.beats:
-            notes["normaliser"] = f"no normaliser has reported in the last {BEAT_STALE:g}s"
-    if settings.lag_threshold and lag > settings.lag_threshold:
-        notes["lagging"] = (
-            f"normalisation lag {lag:.1f}s exceeds {settings.lag_threshold:g}s "
-            f"({counts['pending'] + counts['failed']} deliveries to normalise)"
-        )
-    return notes
-
-
-def _normaliser_failing(state: _State, r: Receiver) -> str | None:
-    """``all`` and ``normaliser``: why this process's normaliser does not do its work."""
-    normaliser, task = state.normaliser, state.task
-    if normaliser is None:
-        return None
-    if task is not None and task.done() and not r.closing:
-        return "the normaliser stopped"
-    if not normaliser.healthy:
-        return f"the normaliser is failing: {normaliser.last_error}"
-    return None
-
-
-def _process_failing(state: _State) -> str | None:
-    """``receiver`` with a normaliser process: why it does not do its work."""
-    process = state.process
-    if process is None:
-        return None
-    down = process.failing()
-    if down is not None:
-        return down
-    mine = f"{socket.gethostname()}:{process.pid}"
-    beat = next((b for b in state.beats if b.worker == mine), None)
-    if beat is None:
-        up = time.monotonic() - process.started_at
-        # A child still loading the pipeline has not reported yet.
-        return f"the normaliser process has not reported for {up:.0f}s" if up > BEAT_STALE else None
-    if not beat.healthy:
-        return f"the normaliser process is failing: {beat.last_error}"
-    return None
-
-
-async def _run_normaliser(state: _State, r: Receiver) -> None:
+async def _run_normaliser(state: InboxState, r: Receiver) -> None:
     """Take the SQLite inbox's lock (waiting for another normaliser to let go), then run."""
     assert state.normaliser is not None and state.lock is not None
     lock = state.lock
@@ -302,47 +181,12 @@ async def _run_normaliser(state: _State, r: Receiver) -> None:
         lock.release()
 
 
-async def _beat(state: _State, r: Receiver) -> None:
-    """``normaliser``: report this process's health in the inbox every BEAT_INTERVAL."""
-    worker = f"{socket.gethostname()}:{os.getpid()}"
-    started = time.time()
-    while True:
-        failing = _normaliser_failing(state, r) or r.backfill_failure()
-        lock = state.lock
-        if failing is None and lock is not None and not lock.held:
-            failing = f"waiting for another normaliser (pid {lock.waited_for}) to stop"
-        try:
-            await state.inbox.beat(
-                WorkerBeat(
-                    worker=worker,
-                    started_at=started,
-                    beat_at=time.time(),
-                    healthy=failing is None,
-                    last_error=r.redact(failing or ""),
-                    normalised=state.settled,
-                )
-            )
-        except Exception as exc:
-            r.logger.error("normaliser report: %s", r.redact(f"{type(exc).__name__}: {exc}"))
-        await asyncio.sleep(BEAT_INTERVAL)
-
-
-async def _read_beats(state: _State, r: Receiver) -> None:
-    """``receiver``: keep what the normalisers reported at hand for /readyz."""
-    while True:
-        try:
-            state.beats = await state.inbox.workers(BEAT_STALE)
-        except Exception as exc:
-            r.logger.error("reading normaliser reports: %s", r.redact(f"{exc}"))
-        await asyncio.sleep(BEAT_INTERVAL)
-
-
 async def _inbox_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[INBOX]
     r = app[RECEIVER]
     inbox = Inbox(settings.spec, synchronous=settings.synchronous, secrets=sorted(settings.secrets))
     await inbox.open()
-    state = _State(inbox, settings)
+    state = InboxState(inbox, settings)
     app[_SLOT].state = state
     tasks: list[asyncio.Task[Any]] = []
     try:
@@ -356,11 +200,11 @@ async def _inbox_context(app: web.Application) -> AsyncIterator[None]:
                 )
                 await state.process.start()
                 inbox.on_append = state.process.wake
-            r.checks.append(lambda: _process_failing(state))
+            r.checks.append(lambda: process_failing(state))
             r.metrics.normaliser_healthy.set_function(
-                lambda: 0.0 if _process_failing(state) or not state.beats else 1.0
+                lambda: 0.0 if process_failing(state) or not state.beats else 1.0
             )
-            state.heartbeat = asyncio.create_task(_read_beats(state, r), name="rcingest-beats")
+            state.heartbeat = asyncio.create_task(read_reports(state, r), name="rcingest-beats")
         else:
             _start_normaliser(state, r, app)
             if settings.supervised:
@@ -374,10 +218,10 @@ async def _inbox_context(app: web.Application) -> AsyncIterator[None]:
                 )
         r.probes.append(inbox.probe)
 
-        async def notes() -> dict[str, Any]:
-            return await _notes(state, r)
+        async def readyz_notes() -> dict[str, Any]:
+            return await notes(state, r)
 
-        r.notes = notes
+        r.notes = readyz_notes
         r.stop_hooks.append(lambda: stop_normaliser(state, r))
         yield
     finally:
@@ -388,7 +232,7 @@ async def _inbox_context(app: web.Application) -> AsyncIterator[None]:
         await inbox.close()
 
 
-def _start_normaliser(state: _State, r: Receiver, app: web.Application) -> None:
+def _start_normaliser(state: InboxState, r: Receiver, app: web.Application) -> None:
     """``all`` and ``normaliser``: the normaliser, retention and (``normaliser``) report tasks."""
     settings, inbox = state.settings, state.inbox
     normaliser = _normaliser(r, inbox, settings, app)
@@ -402,21 +246,21 @@ def _start_normaliser(state: _State, r: Receiver, app: web.Application) -> None:
     inbox.on_append = normaliser.wake
     state.normaliser = normaliser
     state.lock = NormaliserLock(settings.spec)
-    r.checks.append(lambda: _normaliser_failing(state, r))
-    r.metrics.normaliser_healthy.set_function(lambda: 0.0 if _normaliser_failing(state, r) else 1.0)
+    r.checks.append(lambda: normaliser_failing(state, r))
+    r.metrics.normaliser_healthy.set_function(lambda: 0.0 if normaliser_failing(state, r) else 1.0)
     state.task = asyncio.create_task(_run_normaliser(state, r), name="rcingest-normaliser")
     state.retention = asyncio.create_task(_retention(inbox, settings, r), name="rcingest-retention")
     if settings.role == "normaliser":
-        state.heartbeat = asyncio.create_task(_beat(state, r), name="rcingest-beat")
+        state.heartbeat = asyncio.create_task(report_health(state, r), name="rcingest-beat")
 
 
 def _parent_gone(r: Receiver) -> None:
-    """The receiver that started us is gone: stop as on SIGTERM (``r.on_parent_gone``)."""
+    """The receiver that started us is gone: the source stops as on SIGTERM."""
     r.logger.warning("the receiving daemon is gone (its pipe closed); stopping")
     r.parent_gone.set()
 
 
-async def stop_normaliser(state: _State, r: Receiver) -> None:
+async def stop_normaliser(state: InboxState, r: Receiver) -> None:
     """Let the batch under way finish (bounded), then end the tasks; never raises."""
     if state.heartbeat is not None:
         state.heartbeat.cancel()
