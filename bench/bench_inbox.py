@@ -15,7 +15,10 @@ fresh, in turn (interleaved, so that the machine's noise hits them alike):
 * ``inbox``: ``rcingest serve`` acknowledging once the raw delivery is in the
   inbox (``ack: inbox``), normalising behind it; only when this checkout has
   the inbox. After wrk stops, the run waits (bounded) until the inbox is
-  drained and then checks every 2xx delivery is in ``deliveries``.
+  drained and then checks every 2xx delivery is in ``deliveries``;
+* ``split`` (only with ``--kinds``): ``inbox`` with ``normaliser:
+  subprocess``, the normaliser in a process of its own (its CPU is counted
+  with the server's).
 
 The rate is acknowledged deliveries per second (2xx answers from the first
 request to the ``--count``-th response); the CPU seconds of the server and of
@@ -51,6 +54,7 @@ from webhook_load import (
     start_daemon,
     start_fastapi,
     stop,
+    wait_normaliser,
     write_pipeline,
     write_wrk_data,
 )
@@ -92,22 +96,25 @@ def one_round(kind: str, workdir: Path, data: Path, args: argparse.Namespace) ->
     elif kind in ("fastapi", "fastapi_wal"):
         proc = start_fastapi(port, db, log, wal=kind == "fastapi_wal")
     else:
-        ack = kind if inbox_supported() else None
+        ack = ("inbox" if kind == "split" else kind) if inbox_supported() else None
         pipeline = write_pipeline(
             workdir,
             str(db),
             args.synchronous,
             ack=ack,
             inbox=str(inbox) if ack else None,
-            inbox_defer=args.inbox_defer if ack == "inbox" else None,
+            inbox_defer=args.inbox_defer if kind == "inbox" else None,
+            normaliser="subprocess" if kind == "split" else None,
         )
         proc = start_daemon(pipeline, port, log)
+        if kind == "split":
+            wait_normaliser(port)
     r: dict[str, Any] = {}
     try:
         cpu0 = cpu_seconds(proc.pid)
         r = run_wrk(LUA, port, [str(data), str(args.count)], args.connections, args.seconds)
         r["server_cpu_s"] = cpu_seconds(proc.pid) - cpu0
-        if kind == "inbox":
+        if kind in ("inbox", "split"):
             r["drain_s"] = wait_drained(port, inbox, args.drain)
     finally:
         r["exit_code"] = stop(proc)
@@ -122,7 +129,7 @@ def one_round(kind: str, workdir: Path, data: Path, args: argparse.Namespace) ->
         # every 2xx it counted must be stored; extra stored rows are those.
         if r["stored"] < r["acked"]:
             raise RuntimeError(f"{kind}: {r['acked']} acknowledged, {r['stored']} stored")
-    if kind == "inbox":
+    if kind in ("inbox", "split"):
         with sqlite3.connect(inbox) as conn:
             r["inbox_states"] = dict(
                 conn.execute("SELECT state, COUNT(*) FROM webhook_inbox GROUP BY state")
@@ -154,7 +161,7 @@ def describe(kind: str, r: dict[str, Any]) -> str:
     )
     if "stored" in r:
         s += f"; stored {r['stored']} deliveries / {r['commits']} commits"
-    if kind == "inbox":
+    if kind in ("inbox", "split"):
         drain = r["drain_s"]
         s += f"; drained {'NOT in time' if drain is None else f'{drain:.2f} s'} after wrk"
         s += f"; inbox {r['inbox_states']}"
@@ -185,8 +192,8 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install -y wrk")
-    kinds = [k for k in args.kinds.split(",") if k != "inbox" or inbox_supported()]
-    if "inbox" in args.kinds.split(",") and "inbox" not in kinds:
+    kinds = [k for k in args.kinds.split(",") if k not in ("inbox", "split") or inbox_supported()]
+    if len(kinds) < len(args.kinds.split(",")):
         print("this checkout has no inbox (no `ack` key): inbox runs skipped", flush=True)
     results: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
     with tempfile.TemporaryDirectory(prefix="rcingest-bench-inbox-") as tmp:
@@ -221,7 +228,7 @@ def summarise(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             out[kind]["delay_p99_s"] = statistics.median(r["delay_p99_s"] for r in rounds)
     bare = out.get("bare", {}).get("rps")
     fastapi = out.get("fastapi", {}).get("rps")
-    for kind in ("committed", "inbox"):
+    for kind in ("committed", "inbox", "split"):
         if kind in out:
             if bare:
                 out[kind]["x_bare"] = out[kind]["rps"] / bare
@@ -241,15 +248,17 @@ def print_table(summary: dict[str, Any]) -> None:
             f"| {kind} | {s['rps']:,.0f} | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {xb} | {xf} "
             f"| {rounds} |"
         )
-    if "inbox" in summary:
-        s = summary["inbox"]
+    for kind in ("inbox", "split"):
+        if kind not in summary:
+            continue
+        s = summary[kind]
         print(
-            f"\ntargets (inbox): >= 0.4x bare: {s.get('x_bare', 0):.2f}x; >= 6x fastapi: "
+            f"\ntargets ({kind}): >= 0.4x bare: {s.get('x_bare', 0):.2f}x; >= 6x fastapi: "
             f"{s.get('x_fastapi', 0):.1f}x; p99 < 20 ms: {s['p99_ms']:.1f} ms"
         )
         if "end_to_end_s" in s:
             print(
-                f"inbox: every delivery normalised {s['end_to_end_s']:.2f} s after the first "
+                f"{kind}: every delivery normalised {s['end_to_end_s']:.2f} s after the first "
                 f"arrived (median of rounds); received to normalised p99 {s['delay_p99_s']:.2f} s"
             )
 

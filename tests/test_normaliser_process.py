@@ -71,8 +71,8 @@ def start(cmd: list[str], tmp_path: Path, name: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=log, cwd=tmp_path)
 
 
-def serve(tmp_path: Path, port: int, path: Path) -> subprocess.Popen[bytes]:
-    proc = start([*CLI, "serve", str(path), "--port", str(port)], tmp_path, "serve")
+def serve(tmp_path: Path, port: int, path: Path, *args: str) -> subprocess.Popen[bytes]:
+    proc = start([*CLI, "serve", str(path), "--port", str(port), *args], tmp_path, "serve")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         assert proc.poll() is None, (tmp_path / "serve.err").read_text()
@@ -92,6 +92,10 @@ def readyz(port: int) -> tuple[int, dict[str, Any]]:
         return exc.code, json.loads(exc.read())
 
 
+#: Set by each test: the daemon's stderr, quoted when a wait times out.
+LOGS: list[Path] = []
+
+
 def wait_for(predicate: Any, timeout: float = 30.0, what: str = "") -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -99,7 +103,15 @@ def wait_for(predicate: Any, timeout: float = 30.0, what: str = "") -> Any:
         if value:
             return value
         time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    tail = "".join(p.read_text()[-3000:] for p in LOGS if p.exists())
+    raise AssertionError(f"timed out waiting for {what}; stderr:\n{tail}")
+
+
+@pytest.fixture(autouse=True)
+def _logs(tmp_path: Path) -> Any:
+    LOGS[:] = [tmp_path / "serve.err"]
+    yield
+    LOGS.clear()
 
 
 def send(port: int, ids: range) -> None:
@@ -335,11 +347,11 @@ def test_serve_hands_database_to_the_normaliser_outside_its_command_line(
     # through RCINGEST_DATABASE_URL, never in its argv (which `ps` shows).
     override = tmp_path / "override-Secr3tMark.db"
     port = free_port()
-    cmd = [*CLI, "serve", str(pipeline(tmp_path, "subprocess")), "--port", str(port)]
-    cmd += ["--database", str(override)]
-    proc = start(cmd, tmp_path, "serve")
+    proc = serve(tmp_path, port, pipeline(tmp_path, "subprocess"), "--database", str(override))
     try:
         (kid,) = wait_for(lambda: normaliser_pids(proc.pid), what="the normaliser")
+        # (Between fork and exec the child still shows the parent's command line.)
+        wait_for(lambda: b"normalise" in Path(f"/proc/{kid}/cmdline").read_bytes(), what="exec")
         argv = Path(f"/proc/{kid}/cmdline").read_bytes().split(b"\0")
         assert argv[1:4] == [b"-m", b"rcingest", b"normalise"] and b"--supervised" in argv
         assert not any(b"Secr3tMark" in a for a in argv)
