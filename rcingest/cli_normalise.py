@@ -73,7 +73,7 @@ def normalise(
     Example:
       RCINGEST_INBOX_URL=postgresql://... rcingest normalise config/webhook.yaml
     """
-    from rcingest.cli_run import _load, _on_signal, _tune_for_daemon
+    from rcingest.cli_run import _load, _tune_for_daemon, run_daemon
     from rcingest.logs import own_log_file, start_logging
     from rcingest.pipeline import Runner
     from rcingest.runtime import make_context
@@ -99,24 +99,7 @@ def normalise(
         fail(exc, loaded.secrets)
     runner.source.supervised = supervised  # type: ignore[attr-defined]
     _tune_for_daemon()  # the database writer thread's GIL hand-overs, as in serve
-    import asyncio
-    import signal
-
-    async def go() -> Any:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, _on_signal, runner, sig)
-        return await runner.run()
-
-    try:
-        result = asyncio.run(go())
-    except RcingestError as exc:
-        fail(exc, loaded.secrets)
-    from rcingest.summary import cadence_line, format_summary
-
-    log.info("%s", format_summary(result, loaded, context, 0).replace("\n", "; "))
-    log.info("%s", cadence_line(result, context))
-    sys.exit(0)
+    run_daemon(runner, loaded, context)
 
 
 def child_command(ctx: click.Context, path: Path, quiet: bool, verbose: int) -> tuple[str, ...]:

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     import signal
 
     from rcingest.config import Pipeline
+    from rcingest.interfaces import RunContext
     from rcingest.pipeline import Runner, RunResult
 
 log = logging.getLogger("rcingest.cli")
@@ -222,7 +223,6 @@ def serve(
     from rcingest.logs import start_logging
     from rcingest.pipeline import Runner
     from rcingest.runtime import make_context
-    from rcingest.summary import cadence_line, format_summary
 
     path = pipeline_path(pipeline, config_path)
     start_logging(ctx, log_level(quiet, verbose))  # UTC stamps until the zone is known
@@ -254,8 +254,18 @@ def serve(
         from rcingest.cli_normalise import serve_receiver
 
         serve_receiver(ctx, runner, path, database, quiet, verbose)
+    run_daemon(runner, loaded, context)
+
+
+def run_daemon(runner: Runner, loaded: Pipeline, context: RunContext) -> NoReturn:
+    """Run a long-lived pipeline until SIGTERM or SIGINT, with interval summaries; exit 0.
+
+    ``serve`` and ``normalise`` (the webhook daemon's normaliser process) both end here.
+    """
     import asyncio
     import signal
+
+    from rcingest.summary import cadence_line, format_summary
 
     async def go() -> RunResult:
         loop = asyncio.get_running_loop()
